@@ -1,0 +1,30 @@
+"""Means with 95% intervals over seeds (Student t), the form every report metric takes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
+    """{"mean", "ci95": [lo, hi], "n", "values"}; the interval is the t interval of the mean (n >= 2)."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return {"mean": None, "ci95": [None, None], "n": 0, "values": []}
+    m = float(v.mean())
+    if len(v) < 2:
+        return {"mean": m, "ci95": [None, None], "n": 1, "values": v.tolist()}
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return {"mean": m, "ci95": [m - half, m + half], "n": int(len(v)), "values": v.tolist()}
+
+
+def fmt(stat: dict, digits: int = 3) -> str:
+    """'0.812 [0.801, 0.823]' for a mean_ci dict."""
+    if stat.get("mean") is None:
+        return "n/a"
+    lo, hi = stat["ci95"]
+    if lo is None:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"

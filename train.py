@@ -1,0 +1,74 @@
+"""Train a generator from config, then (by default) write a synthetic dataset and evaluate it on real data.
+
+    python train.py experiment=flights_tvae
+    python train.py experiment=flights_tvae trainer.max_epochs=300 datamodule.max_rows=null
+    python train.py -m hparams_search=flights_tvae_optuna
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from scarce import pipeline
+from scarce.errors import ConfigError
+from scarce.loggers import close_loggers
+from scarce.runtime import build, build_list, check_trainer, run_cli, seed_everything
+
+log = logging.getLogger("scarce.train")
+
+
+def train(cfg: DictConfig) -> tuple[float | None, dict]:
+    """Fit, test, generate, evaluate. Returns (the metric a sweeper optimises, a summary of what was written)."""
+    seed_everything(cfg.get("seed"))
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    log.info("instantiating datamodule <%s>", cfg.datamodule._target_)
+    datamodule = build(cfg.datamodule, "datamodule")
+    log.info("instantiating model <%s>", cfg.model._target_)
+    model = build(cfg.model, "model", **datamodule.model_kwargs())
+    callbacks = build_list(cfg.get("callbacks"), "callbacks")
+    loggers = build_list(cfg.get("logger"), "logger")
+    check_trainer(cfg.trainer)
+    log.info("instantiating trainer <%s>", cfg.trainer._target_)
+    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    summary: dict = {"run_dir": str(out_dir)}
+    try:
+        pipeline.log_config(cfg, loggers)
+        if cfg.get("train", True):
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metric_name = cfg.get("optimized_metric")
+        metric = trainer.callback_metrics.get(metric_name) if metric_name else None
+        if metric_name and metric is None and cfg.get("train", True) and not trainer.fast_dev_run:
+            raise ConfigError(
+                f"optimized_metric={metric_name!r} was not logged; logged metrics: {sorted(trainer.callback_metrics)}"
+            )
+        best = pipeline.best_checkpoint(trainer)
+        summary["checkpoint"] = best
+        if cfg.get("test"):
+            trainer.test(model=model, datamodule=datamodule, ckpt_path=best if best else None, weights_only=False)
+        if cfg.get("generate") and cfg.generate.get("enabled", True):
+            summary.update(pipeline.generate_after_training(cfg, model, datamodule, best, loggers))
+            if cfg.get("evaluate"):
+                summary.update(pipeline.evaluate_tables(cfg.evaluation, datamodule, summary["synthetic"], out_dir,
+                                                        loggers))
+        summary["wandb"] = pipeline.wandb_location(loggers)
+        pipeline.print_summary(summary)
+        return (float(metric) if metric is not None else None), summary
+    finally:
+        close_loggers(loggers)
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train.yaml")
+def main(cfg: DictConfig) -> float | None:
+    metric, _ = run_cli(train, cfg)
+    return metric
+
+
+if __name__ == "__main__":
+    main()
