@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from scarce import pipeline
 from scarce.errors import ConfigError
 from scarce.loggers import close_loggers
-from scarce.runtime import build, build_list, check_trainer, run_cli, seed_everything
+from scarce.runtime import build, build_list, check_trainer, run_cli, seed_everything, set_torch_threads
 
 log = logging.getLogger("scarce.train")
 
@@ -24,17 +24,20 @@ log = logging.getLogger("scarce.train")
 def train(cfg: DictConfig) -> tuple[float | None, dict]:
     """Fit, test, generate, evaluate. Returns (the metric a sweeper optimises, a summary of what was written)."""
     seed_everything(cfg.get("seed"))
+    set_torch_threads(cfg.get("torch_threads"))
+    check_trainer(cfg.trainer)  # fail before minutes of data preparation, not after
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
+    wants_eval = bool(cfg.get("evaluate") and cfg.get("generate") and cfg.generate.get("enabled", True))
+    evaluator = build(cfg.evaluation, "evaluation") if wants_eval else None  # bad values fail before training
     log.info("instantiating datamodule <%s>", cfg.datamodule._target_)
     datamodule = build(cfg.datamodule, "datamodule")
     log.info("instantiating model <%s>", cfg.model._target_)
     model = build(cfg.model, "model", **datamodule.model_kwargs())
     callbacks = build_list(cfg.get("callbacks"), "callbacks")
     loggers = build_list(cfg.get("logger"), "logger")
-    check_trainer(cfg.trainer)
     log.info("instantiating trainer <%s>", cfg.trainer._target_)
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     summary: dict = {"run_dir": str(out_dir)}
@@ -54,9 +57,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict]:
             trainer.test(model=model, datamodule=datamodule, ckpt_path=best if best else None, weights_only=False)
         if cfg.get("generate") and cfg.generate.get("enabled", True):
             summary.update(pipeline.generate_after_training(cfg, model, datamodule, best, loggers))
-            if cfg.get("evaluate"):
-                summary.update(pipeline.evaluate_tables(cfg.evaluation, datamodule, summary["synthetic"], out_dir,
-                                                        loggers))
+            if evaluator is not None:
+                summary.update(pipeline.evaluate_tables(evaluator, datamodule, summary["synthetic"], out_dir, loggers))
         summary["wandb"] = pipeline.wandb_location(loggers)
         pipeline.print_summary(summary)
         return (float(metric) if metric is not None else None), summary

@@ -85,17 +85,23 @@ _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 # ------------------------------------------------------------------------------------------------------ helpers
 @dataclass
 class Stopwatch:
-    """Wall-clock seconds of named steps."""
+    """Wall-clock seconds of named steps, and the share of each in which runnable work waited for a CPU."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    stalled: dict[str, float | None] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def time(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        stall_start, start = cpu_stall_seconds(), time.perf_counter()
         try:
             yield
         finally:
             self.seconds[name] = time.perf_counter() - start
+            stall_end = cpu_stall_seconds()
+            if stall_start is None or stall_end is None or self.seconds[name] <= 0:
+                self.stalled[name] = None
+            else:
+                self.stalled[name] = min(1.0, (stall_end - stall_start) / self.seconds[name])
 
 
 @contextlib.contextmanager
@@ -116,17 +122,28 @@ def version(package: str) -> str | None:
         return None
 
 
-def cpu_pressure() -> float | None:
-    """Share of the last 60 s in which some runnable task waited for a CPU (Linux PSI), or None where unknown.
+def _cpu_pressure() -> dict[str, float] | None:
+    """Linux pressure-stall information for CPUs ("some" line), or None where the kernel does not expose it.
 
-    Other work on the machine slows both sides; this says how busy it was around the timings.
+    Other work on the machine slows both sides, torch's multi-threaded kernels most; this says how busy it was.
     """
     try:
         first = Path("/proc/pressure/cpu").read_text().splitlines()[0]  # "some avg10=.. avg60=.. avg300=.. total=.."
-    except (OSError, IndexError):
+        return {key: float(value) for key, value in (item.split("=") for item in first.split()[1:])}
+    except (OSError, IndexError, ValueError):
         return None
-    fields = dict(item.split("=") for item in first.split()[1:])
-    return float(fields["avg60"]) / 100
+
+
+def cpu_pressure_60s() -> float | None:
+    """Share of the last 60 s in which some runnable task waited for a CPU."""
+    psi = _cpu_pressure()
+    return None if psi is None else psi["avg60"] / 100
+
+
+def cpu_stall_seconds() -> float | None:
+    """Seconds since boot in which some runnable task waited for a CPU."""
+    psi = _cpu_pressure()
+    return None if psi is None else psi["total"] / 1e6
 
 
 def ratio(reference: float, ours: float) -> float:
@@ -181,11 +198,11 @@ def make_datamodule(path: Path, batch_size: int, seed: int) -> TabularDataModule
 
 
 # ------------------------------------------------------------------------------------------------- transformers
-def time_transformers(train: pd.DataFrame, repeats: int, warns: dict[str, int]) -> dict[str, float]:
+def time_transformers(train: pd.DataFrame, repeats: int, warns: dict[str, int]) -> Stopwatch:
     """Best-of-``repeats`` seconds to fit and to transform ``train`` with each side's transformer."""
     ctgan_train = to_ctgan(train)
     schema = TableSchema.infer(train)
-    times: dict[str, list[float]] = {k: [] for k in ("ours_fit", "ours_transform", "ctgan_fit", "ctgan_transform")}
+    best = Stopwatch()
     warm = train.head(2_000)  # one small untimed round each, so first-call costs are not counted on either side
     TableTransformer(TableSchema.infer(warm)).fit(warm).transform(warm)
     with collect_warnings(warns):
@@ -205,12 +222,13 @@ def time_transformers(train: pd.DataFrame, repeats: int, warns: dict[str, int]) 
             with clock.time("ctgan_transform"):
                 reference.transform(ctgan_train)
         for key, seconds in clock.seconds.items():
-            times[key].append(seconds)
-    return {key: min(values) for key, values in times.items()}
+            if key not in best.seconds or seconds < best.seconds[key]:
+                best.seconds[key], best.stalled[key] = seconds, clock.stalled[key]
+    return best
 
 
 # ------------------------------------------------------------------------------------------------------- models
-def fit_ours(path: Path, epochs: int, batch_size: int, seed: int) -> tuple[TabularVAE, TabularDataModule, dict]:
+def fit_ours(path: Path, epochs: int, batch_size: int, seed: int) -> tuple[TabularVAE, TabularDataModule, Stopwatch]:
     """Our VAE, plain Lightning in-process; timed as datamodule setup + Trainer.fit."""
     L.seed_everything(seed, verbose=False)
     clock = Stopwatch()
@@ -226,10 +244,11 @@ def fit_ours(path: Path, epochs: int, batch_size: int, seed: int) -> tuple[Tabul
                             num_sanity_val_steps=0, limit_val_batches=0)
         with clock.time("train"):
             trainer.fit(model, dm)
-    return model, dm, clock.seconds
+    return model, dm, clock
 
 
-def fit_ctgan(train: pd.DataFrame, epochs: int, batch_size: int, seed: int, warns: dict[str, int]) -> tuple[TVAE, dict]:
+def fit_ctgan(train: pd.DataFrame, epochs: int, batch_size: int, seed: int,
+              warns: dict[str, int]) -> tuple[TVAE, Stopwatch]:
     """ctgan's TVAE on the same rows; its ``fit`` includes its transformer."""
     clock = Stopwatch()
     with collect_warnings(warns):
@@ -238,7 +257,7 @@ def fit_ctgan(train: pd.DataFrame, epochs: int, batch_size: int, seed: int, warn
         model.set_random_state(seed)
         with clock.time("total"):
             model.fit(to_ctgan(train), discrete_columns=list(DISCRETE))
-    return model, clock.seconds
+    return model, clock
 
 
 # --------------------------------------------------------------------------------------------------------- main
@@ -249,11 +268,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=500, help="batch size for both models (default 500)")
     p.add_argument("--repeats", type=int, default=1,
                    help="timed rounds of the transformer fit/transform; the best is kept (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads for both sides (default: torch's own default, one per core);\n"
+                        "1 gives steadier numbers on a machine that other work keeps busy")
     p.add_argument("--seed", type=int, default=0, help="sample, split and model seed (default 0)")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"results JSON (default {DEFAULT_OUTPUT})")
     args = p.parse_args(argv)
-    for name in ("rows", "epochs", "batch_size", "repeats"):
-        if getattr(args, name) < 1:
+    for name in ("rows", "epochs", "batch_size", "repeats", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
 
@@ -264,20 +286,22 @@ def fidelity_summary(scores: dict) -> dict:
 
 
 def print_table(result: dict) -> None:
-    t, f = result["timings_s"], result["fidelity"]
-    rows = [
-        ("transformer fit (s)", t["transformer_fit"]["ctgan"], t["transformer_fit"]["ours"], t["transformer_fit"]["ratio"]),
-        ("transformer transform (s)", t["transformer_transform"]["ctgan"], t["transformer_transform"]["ours"],
-         t["transformer_transform"]["ratio"]),
-        ("model fit, total (s)", t["model_fit"]["ctgan"], t["model_fit"]["ours"], t["model_fit"]["ratio"]),
-        ("sample test-size rows (s)", t["sample"]["ctgan"], t["sample"]["ours"], t["sample"]["ratio"]),
-    ]
-    print(f"\n{'':28}{'ctgan':>10}{'ours':>10}{'ctgan/ours':>12}")
-    for name, ref, ours, r in rows:
-        print(f"{name:28}{ref:10.2f}{ours:10.2f}{r:11.1f}x")
-    print(f"\n{'fidelity':28}{'ctgan':>10}{'ours':>10}")
+    timings, fidelity = result["timings_s"], result["fidelity"]
+    steps = {"transformer_fit": "transformer fit", "transformer_transform": "transformer transform",
+             "model_fit": "model fit (total)", "sample": "sample test-size rows"}
+
+    def stall(share: float | None) -> str:
+        return "   n/a" if share is None else f"{share:6.0%}"
+
+    print(f"\n{'seconds':26}{'ctgan':>9}{'ours':>9}{'ctgan/ours':>12}   cpu stall ctgan / ours")
+    for key, label in steps.items():
+        row = timings[key]
+        shares = row["cpu_stall_share"]
+        print(f"{label:26}{row['ctgan']:9.2f}{row['ours']:9.2f}{row['ratio']:11.1f}x   "
+              f"{stall(shares['ctgan'])} / {stall(shares['ours'])}")
+    print(f"\n{'fidelity':26}{'ctgan':>9}{'ours':>9}")
     for key in ("column_shapes", "column_pair_trends", "overall"):
-        print(f"{key:28}{f['ctgan'][key]:10.4f}{f['ours'][key]:10.4f}")
+        print(f"{key:26}{fidelity['ctgan'][key]:9.4f}{fidelity['ours'][key]:9.4f}")
     print("\ngoals:", ", ".join(f"{k}={v}" for k, v in result["goals"].items()))
 
 
@@ -286,8 +310,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     logging.getLogger("lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     started = dt.datetime.now(dt.timezone.utc)
-    load_before, pressure_before = os.getloadavg(), cpu_pressure()
+    load_before, pressure_before = os.getloadavg(), cpu_pressure_60s()
     ctgan_warnings: dict[str, int] = {}
 
     df, data_info = load_sample(args.rows, args.seed)
@@ -302,37 +328,42 @@ def main(argv: Sequence[str] | None = None) -> dict:
         kinds = {c.name: c.kind for c in schema.columns.values()}
 
         print(f"transformers on {len(train)} rows ...", flush=True)
-        transform_times = time_transformers(train, args.repeats, ctgan_warnings)
+        transformers = time_transformers(train, args.repeats, ctgan_warnings)
         print(f"ctgan TVAE, {args.epochs} epochs ...", flush=True)
-        ctgan_model, ctgan_fit = fit_ctgan(train, args.epochs, args.batch_size, args.seed, ctgan_warnings)
+        ctgan_model, ctgan_clock = fit_ctgan(train, args.epochs, args.batch_size, args.seed, ctgan_warnings)
         print(f"our TabularVAE, {args.epochs} epochs ...", flush=True)
-        our_model, dm, our_fit = fit_ours(path, args.epochs, args.batch_size, args.seed)
+        our_model, dm, our_clock = fit_ours(path, args.epochs, args.batch_size, args.seed)
         if len(dm.real("train")) != len(train) or not dm.real("train").equals(train):
             raise RuntimeError("our datamodule trained on different rows than ctgan; the comparison is void")
 
         n = len(real_test)
-        clock = Stopwatch()
-        with clock.time("ours"):
+        sampling = Stopwatch()
+        with sampling.time("ours"):
             syn_ours = our_model.generate(n, seed=args.seed, real_identifiers=dm.real_identifiers())
-        with collect_warnings(ctgan_warnings), clock.time("ctgan"):
+        with collect_warnings(ctgan_warnings), sampling.time("ctgan"):
             syn_ctgan = from_ctgan(ctgan_model.sample(n))
-    sample_times = clock.seconds
 
     shared = [c for c in kinds if c in syn_ours.columns and c in syn_ctgan.columns]
     scored = {c: kinds[c] for c in shared}
     fid_ours = fidelity_summary(fidelity_scores(real_test, syn_ours, scored, seed=args.seed))
     fid_ctgan = fidelity_summary(fidelity_scores(real_test, syn_ctgan, scored, seed=args.seed))
 
-    def timing(ref: float, ours: float) -> dict[str, float]:
-        return {"ctgan": ref, "ours": ours, "ratio": ratio(ref, ours)}
+    def timing(ref: tuple[Stopwatch, str], ours: tuple[Stopwatch, str]) -> dict[str, Any]:
+        (ref_clock, ref_key), (our_clock, our_key) = ref, ours
+        ref_s, our_s = ref_clock.seconds[ref_key], our_clock.seconds[our_key]
+        return {"ctgan": ref_s, "ours": our_s, "ratio": ratio(ref_s, our_s),
+                "cpu_stall_share": {"ctgan": ref_clock.stalled[ref_key], "ours": our_clock.stalled[our_key]}}
 
     timings = {
-        "transformer_fit": timing(transform_times["ctgan_fit"], transform_times["ours_fit"]),
-        "transformer_transform": timing(transform_times["ctgan_transform"], transform_times["ours_transform"]),
-        "model_fit": {**timing(ctgan_fit["total"], our_fit["total"]),
-                      "ours_breakdown": {"datamodule_setup": our_fit["setup"], "trainer_fit": our_fit["train"]}},
-        "sample": {**timing(sample_times["ctgan"], sample_times["ours"]), "rows": n},
+        "transformer_fit": timing((transformers, "ctgan_fit"), (transformers, "ours_fit")),
+        "transformer_transform": timing((transformers, "ctgan_transform"), (transformers, "ours_transform")),
+        "model_fit": {**timing((ctgan_clock, "total"), (our_clock, "total")),
+                      "ours_breakdown": {"datamodule_setup": our_clock.seconds["setup"],
+                                         "trainer_fit": our_clock.seconds["train"]}},
+        "sample": {**timing((sampling, "ctgan"), (sampling, "ours")), "rows": n},
         "ratio_means": "ctgan seconds / our seconds; above 1 means ours is faster",
+        "cpu_stall_share_means": "share of the step's wall time in which some runnable task waited for a CPU "
+                                 "(Linux PSI); high values mean the timing was disturbed by contention",
     }
     result = {
         "benchmark": "tabular VAE: scarce TabularVAE vs ctgan TVAE (reference implementation)",
@@ -367,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "optimizer": {"name": "Adam", "lr": LEARNING_RATE, "weight_decay": WEIGHT_DECAY},
             "loss_factor": LOSS_FACTOR, "device": "cpu", "seed": args.seed,
             "transformer_repeats": args.repeats,
+            "torch_threads": torch.get_num_threads(), "threads_flag": args.threads,
         },
         "timings_s": timings,
         "fidelity": {"ctgan": fid_ctgan, "ours": fid_ours,
@@ -380,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "machine": {
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
             "load_average_1m_before": load_before[0], "load_average_1m_after": os.getloadavg()[0],
-            "cpu_pressure_60s_before": pressure_before, "cpu_pressure_60s_after": cpu_pressure(),
+            "cpu_pressure_60s_before": pressure_before, "cpu_pressure_60s_after": cpu_pressure_60s(),
         },
         "date": started.isoformat(timespec="seconds"),
         "duration_s": (dt.datetime.now(dt.timezone.utc) - started).total_seconds(),

@@ -36,6 +36,7 @@ class IdentifierShape:
     templates: list[str]  # e.g. ["A99999", "A999AA"]
     weights: list[float]  # template frequencies, sum to 1
     alphabets: list[list[str]]  # per template, per position: the characters seen there (literal positions: 1 char)
+    char_weights: list[list[list[float]]]  # their frequencies, so a mostly-"N" first letter stays mostly "N"
     null_rate: float  # fraction of missing values, reproduced in the output
     unique: bool  # the real column is unique per row: the output is too
     integer: bool  # the real column holds integers: tokens are written back as integers
@@ -57,45 +58,75 @@ class IdentifierShape:
             counts[tpl] += int(c)
         top = counts.most_common(MAX_TEMPLATES)
         total = sum(c for _, c in top)
+        count_of = dict(zip(uniq, freq.to_numpy().tolist()))
         members: dict[str, list[str]] = {}
         for tok, tpl in zip(uniq, tpls):
             members.setdefault(tpl, []).append(tok)
-        alphabets = [["".join(sorted({t[i] for t in members[tpl]})) for i in range(len(tpl))] for tpl, _ in top]
+        alphabets, char_weights = [], []
+        for tpl, _ in top:
+            toks = members[tpl]
+            w = [count_of[t] for t in toks]
+            per_pos, per_w = [], []
+            for i in range(len(tpl)):
+                c: Counter[str] = Counter()
+                for tok, wt in zip(toks, w):
+                    c[tok[i]] += wt
+                chars = sorted(c)
+                total_i = sum(c.values())
+                per_pos.append("".join(chars))
+                per_w.append([c[ch] / total_i for ch in chars])
+            alphabets.append(per_pos)
+            char_weights.append(per_w)
         return cls(
             templates=[t for t, _ in top],
             weights=[c / total for _, c in top],
             alphabets=alphabets,
+            char_weights=char_weights,
             null_rate=float(s.isna().mean()),
             unique=bool(non_null.nunique() == len(non_null)),
             integer=bool(integer),
         )
 
-    def _alphabet(self, t: int, i: int) -> str:
-        """Characters to draw from at position i of template t: the whole class unless the position is literal."""
-        seen = self.alphabets[t][i]
-        cls = self.templates[t][i]
-        if cls in _CLASSES and len(seen) > 1:
-            return _CLASSES[cls] if cls != "9" or i > 0 or "0" in seen else string.digits[1:]
-        return seen
+    def _position_choices(self, t: int, i: int, widen: float) -> tuple[np.ndarray, np.ndarray]:
+        """Characters and probabilities at position i of template t.
+
+        The real per-position frequencies, mixed with weight ``widen`` with the whole character class when the
+        position varies in the real data (a position that never varies, like the "N" of US tail numbers, stays)."""
+        seen, w = self.alphabets[t][i], np.asarray(self.char_weights[t][i])
+        cls = _CLASSES.get(self.templates[t][i])
+        if widen == 0 or cls is None or len(seen) == 1:
+            return np.asarray(list(seen)), w
+        chars = sorted(set(cls) | set(seen))
+        emp = dict(zip(seen, w))
+        p = np.array([(1 - widen) * emp.get(c, 0.0) + widen / len(chars) for c in chars])
+        return np.asarray(chars), p / p.sum()
 
     def sample(self, n: int, real: Iterable[str] | None, rng: np.random.Generator, max_rounds: int = 50) -> pd.Series:
-        """``n`` fresh tokens of this shape; none equals a value in ``real`` (string form); missing at the real rate."""
+        """``n`` fresh tokens of this shape; none equals a value in ``real`` (string form); missing at the real rate.
+
+        Characters follow the real per-position frequencies; when most draws collide with real values (a small
+        shape space, e.g. sequential ids), the draw widens towards the whole character class.
+        """
         real_set = {str(v) for v in real} if real is not None else set()
-        out: list[str | None] = []
+        out: list[str] = []
         seen: set[str] = set()
         null = rng.random(n) < self.null_rate
         need = int((~null).sum())
+        widen = 0.0
         for _ in range(max_rounds):
             if len(out) >= need:
                 break
             k = (need - len(out)) * 2 + 16
+            before = len(out)
             counts = np.bincount(rng.choice(len(self.templates), size=k, p=np.asarray(self.weights)),
                                  minlength=len(self.templates))
             for t, m in enumerate(counts):
                 if m == 0:
                     continue
-                cols = [np.asarray(list(self._alphabet(t, i)))[rng.integers(len(self._alphabet(t, i)), size=m)]
-                        for i in range(len(self.templates[t]))]
+                cols = []
+                for i in range(len(self.templates[t])):
+                    chars, p = self._position_choices(t, i, widen)
+                    cols.append(chars[rng.choice(len(chars), size=m, p=p)])
                 for tok in ("".join(chars) for chars in zip(*cols)):
                     if tok in real_set or (self.unique and tok in seen):
                         continue
@@ -105,6 +136,8 @@ class IdentifierShape:
                         break
                 if len(out) == need:
                     break
+            if len(out) - before < k / 4:  # most draws collided: widen the alphabet
+                widen = min(1.0, widen + 0.25)
         rng.shuffle(out)
         if len(out) < need:
             raise DataError(
@@ -128,28 +161,39 @@ def pseudonymise(s: pd.Series, key: bytes) -> pd.Series:
     if not key:
         raise DataError("release key is empty")
     shape = IdentifierShape.fit(s)
+    templates = {tpl: i for i, tpl in enumerate(shape.templates)}
     cache: dict[str, str] = {}
+    taken: set[str] = set()
+
+    def draw(text: str, attempt: int) -> str:
+        digest = hmac.new(key, f"{attempt}:{text}".encode(), hashlib.sha256).digest()
+        tpl = _template(text)
+        t = templates.get(tpl)
+        chars = []
+        for i, c in enumerate(tpl):
+            u = int.from_bytes(hashlib.sha256(digest + bytes([i])).digest()[:8], "big") / 2**64  # uniform [0, 1)
+            if t is not None:  # the characters seen at this position, widened to the whole class where it varies
+                choices, p = shape._position_choices(t, i, widen=1.0)
+                chars.append(str(choices[min(int(np.searchsorted(np.cumsum(p), u, side="right")), len(p) - 1)]))
+            else:  # a rare template: any character of the same class
+                alphabet = _CLASSES.get(c)
+                chars.append(alphabet[int(u * len(alphabet))] if alphabet else c)
+        return "".join(chars)
+
+    # Distinct real values get distinct pseudonyms: a collision is redrawn (in sorted order, so deterministic).
+    texts = sorted({str(int(v)) if shape.integer else str(v) for v in s.dropna()})
+    for text in texts:
+        for attempt in range(1000):
+            fake = draw(text, attempt)
+            if fake not in taken:
+                break
+        taken.add(fake)
+        cache[text] = fake
 
     def one(value) -> str | None:
         if pd.isna(value):
             return None
-        text = str(int(value)) if shape.integer else str(value)
-        if text not in cache:
-            digest = hmac.new(key, text.encode(), hashlib.sha256).digest()
-            tpl = _template(text)
-            chars = []
-            for i, c in enumerate(tpl):
-                alphabet = _CLASSES.get(c)
-                byte = digest[i % len(digest)] ^ digest[(i * 7 + 3) % len(digest)]
-                chars.append(alphabet[byte % len(alphabet)] if alphabet else c)
-            # keep a constant prefix (e.g. the "N" of US tail numbers): positions whose real character never varies
-            for t, tmpl in enumerate(shape.templates):
-                if tmpl == tpl:
-                    chars = [shape.alphabets[t][i] if len(shape.alphabets[t][i]) == 1 else ch
-                             for i, ch in enumerate(chars)]
-                    break
-            cache[text] = "".join(chars)
-        return cache[text]
+        return cache[str(int(value)) if shape.integer else str(value)]
 
     out = pd.Series([one(v) for v in s], index=s.index, dtype=object)
     return pd.to_numeric(out).astype("Int64") if shape.integer else out.astype("string")

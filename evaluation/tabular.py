@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS = {"TRTR": "real train", "TSTR": "synthetic", "TRSTR": "real + synthetic"}
 LEARNERS = ("logreg", "hgb")
+EXACT = 1e-6  # distances below this count as copies (brute-force euclidean is exact only to ~1e-8)
 OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal, "==": np.equal,
        "!=": np.not_equal}
 
@@ -228,8 +229,8 @@ class TabularEvaluation:
             "dcr_holdout_median": float(np.median(d_hold)),
             "dcr_ratio": float(np.median(d_syn) / max(np.median(d_hold), 1e-12)),
             "share_closer_than_holdout_p5": float((d_syn < p5).mean()),
-            "exact_copies": int((d_syn < 1e-9).sum()),
-            "holdout_exact_copies": int((d_hold < 1e-9).sum()),
+            "exact_copies": int((d_syn < EXACT).sum()),
+            "holdout_exact_copies": int((d_hold < EXACT).sum()),
             "rows_compared": int(len(d_syn)),
             "identifier_values_found": leaks,
             "identifier_leaks_total": int(sum(leaks.values())),

@@ -55,12 +55,15 @@ def generate_after_training(cfg: DictConfig, model, datamodule, ckpt: str | None
     return {"synthetic": str(path), "manifest": str(manifest)}
 
 
-def evaluate_tables(eval_cfg: DictConfig, datamodule, synthetic: str | pd.DataFrame, out_dir: str | Path,
+def evaluate_tables(evaluator, datamodule, synthetic: str | pd.DataFrame, out_dir: str | Path,
                     loggers: Sequence[Logger]) -> dict[str, Any]:
-    """TSTR, fidelity, privacy and quality of a synthetic table against the datamodule's real splits."""
+    """TSTR, fidelity, privacy and quality of a synthetic table against the datamodule's real splits.
+
+    ``evaluator`` is built from the ``evaluation`` config group (or is that config, built here)."""
     from evaluation.report import flat_metrics, to_markdown, utility_rows, write_report
 
-    evaluator = build(eval_cfg, "evaluation")
+    if isinstance(evaluator, DictConfig):
+        evaluator = build(evaluator, "evaluation")
     syn = read_table(synthetic, key="synthetic") if isinstance(synthetic, (str, Path)) else synthetic
     datamodule.setup("fit")
     kinds = {c.name: c.kind for c in datamodule.schema.columns.values()}
