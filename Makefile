@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test test-fast bench clean
 
+# Cache bytecode: with PYTHONDONTWRITEBYTECODE set, every process recompiles torch and Lightning (18 s vs 6 s)
+unexport PYTHONDONTWRITEBYTECODE
+
 # uv resolves and installs the pinned stack from PyPI in well under a minute (pip takes ~3.5 min).
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

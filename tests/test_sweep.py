@@ -12,7 +12,7 @@ from test_cli import run
 def test_optuna_sweep_two_trials_then_resume(tmp_path, flights_small_path):
     args = ["-m", "hparams_search=flights_tvae_optuna", "hydra.sweeper.n_trials=2", "logger=none",
             f"datamodule.path={flights_small_path}", "datamodule.max_rows=1500", "trainer.max_epochs=1",
-            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false", f"paths.log_dir={tmp_path}",
+            "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1", "test=false", f"paths.log_dir={tmp_path}",
             f"hydra.sweep.dir={tmp_path}/sweep"]
     run("train.py", *args)
     storage = f"sqlite:///{tmp_path}/optuna/flights_tvae.db"

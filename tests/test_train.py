@@ -77,7 +77,7 @@ def test_training_learns_the_real_table(train_cfg, tmp_path, flights):
 
 
 def test_resume_from_checkpoint(train_cfg, tmp_path):
-    cfg = train_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+    cfg = train_cfg("trainer.max_epochs=1", "++trainer.limit_train_batches=3", "++trainer.limit_val_batches=1",
                     "test=false", "generate.enabled=false")
     train(cfg)
     last = tmp_path / "checkpoints" / "last.ckpt"
