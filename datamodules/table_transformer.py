@@ -16,6 +16,7 @@ The transformer publishes its output layout as data (:attr:`TableTransformer.lay
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -101,7 +102,7 @@ class TableTransformer:
         em_iterations: int = 100,
         seed: int = 0,
     ):
-        self.schema = schema
+        self.schema = copy.deepcopy(schema)  # fit() may refine kinds (an all-missing column becomes constant)
         self.n_modes = check_range("n_modes", n_modes, 1, 64, integer=True)
         self.weight_threshold = check_range("weight_threshold", weight_threshold, 0.0, 0.5)
         self.max_categories = check_range("max_categories", max_categories, 2, integer=True)

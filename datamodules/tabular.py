@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from datamodules.table_schema import TableSchema
 from datamodules.table_transformer import TableTransformer
@@ -21,6 +21,27 @@ from scarce.io import atomic_path, read_table, sha256_file
 log = logging.getLogger(__name__)
 SPLIT_FILE = "data_split.npz"
 SPLITS = ("train", "val", "test")
+
+
+class Rows(Dataset):
+    """Rows of one (N, D) tensor, fetched a batch at a time: one gather per batch instead of B items collated."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.x[i]
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:  # used by DataLoader's fetcher when defined
+        return self.x[torch.as_tensor(indices)]
+
+
+def as_batch(rows: torch.Tensor) -> tuple[torch.Tensor]:
+    """collate_fn: the fetched (B, D) tensor is already the batch."""
+    return (rows,)
 
 
 class TabularDataModule(L.LightningDataModule):
@@ -113,8 +134,9 @@ class TabularDataModule(L.LightningDataModule):
             overrides = {**TableSchema.from_sdv_metadata(self.schema_path, df), **overrides}
         max_categories = self.transformer_options.get("max_categories", 200)
         train = self.real("train")
-        self.schema = TableSchema.infer(train, overrides, max_categories=max_categories)
-        self.transformer = TableTransformer(self.schema, **self.transformer_options).fit(train)
+        schema = TableSchema.infer(train, overrides, max_categories=max_categories)
+        self.transformer = TableTransformer(schema, **self.transformer_options).fit(train)
+        self.schema = self.transformer.schema  # as fitted (an all-missing column is refined to constant)
         log.info("schema:\n%s", self.transformer.describe().to_string(index=False))
         for split in SPLITS:
             if len(self.splits[split]):
@@ -171,8 +193,8 @@ class TabularDataModule(L.LightningDataModule):
             raise DataError(f"datamodule: the {split} split is empty; raise datamodule.{split}_fraction or max_rows")
         # Fewer rows than the batch size still trains: the batch shrinks to the split.
         bs = min(self.batch_size, len(data))
-        return DataLoader(TensorDataset(data), batch_size=bs, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+        return DataLoader(Rows(data), batch_size=bs, shuffle=shuffle, collate_fn=as_batch,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
