@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scarce.errors import ConfigError, DataError, bad_choice, unknown_columns
+from scarce.errors import DataError, bad_choice, unknown_columns
 
 KINDS = ("continuous", "integer", "datetime", "categorical", "boolean", "identifier", "constant")
 NUMERIC_KINDS = ("continuous", "integer", "datetime")
@@ -199,12 +199,3 @@ def to_datetime(s: pd.Series) -> pd.Series:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return pd.to_datetime(s, errors="coerce", format="ISO8601", utc=True)
-
-
-def check_kind(key: str, kind: str) -> str:
-    if kind not in KINDS:
-        raise bad_choice(key, kind, KINDS)
-    return kind
-
-
-__all__ = ["KINDS", "ColumnSpec", "TableSchema", "detect_kind", "to_datetime", "ConfigError"]

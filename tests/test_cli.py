@@ -6,15 +6,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ROOT
-from scarce.runtime import run_cli
+
 from scarce.errors import ScarceError
+from scarce.runtime import run_cli
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
 
@@ -54,7 +54,7 @@ def test_train_generate_evaluate_commands(tmp_path, flights_small_path):
     run("evaluate.py", f"run_dir={run_dir}", "logger=csv", "evaluation.seeds=[0,1]",
         f"hydra.run.dir={tmp_path / 'eval'}")
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["meta"]["rows"]["real_test"] == len(__import__("numpy").load(run_dir / "data_split.npz")["test"])
+    assert report["meta"]["rows"]["real_test"] == len(np.load(run_dir / "data_split.npz")["test"])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -95,8 +95,9 @@ def test_generate_errors_before_writing(tmp_path):
 
 
 def test_release_mode_needs_key_and_masks(tmp_path, flights_small_path):
-    from generate import generate
     from conftest import compose_cfg
+
+    from generate import generate
 
     cfg = compose_cfg("generate.yaml", ["mode=release", f"release.input={flights_small_path}",
                                         f"release.output={tmp_path / 'masked.csv'}"], tmp_path)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from conftest import CONFIG_DIR, compose_cfg
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONFIG_DIR, compose_cfg
 from scarce import metrics
 from scarce.runtime import build, build_list
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CONFIG_DIR
 from omegaconf import open_dict
 
-from conftest import CONFIG_DIR
 from datamodules.table_schema import TableSchema
 from evaluation.fidelity import fidelity_scores
 from train import train
