@@ -44,7 +44,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict]:
     try:
         pipeline.log_config(cfg, loggers)
         if cfg.get("train", True):
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            # a checkpoint to resume from is user input: load it as plain data and tensors only
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         metric_name = cfg.get("optimized_metric")
         metric = trainer.callback_metrics.get(metric_name) if metric_name else None
         if metric_name and metric is None and cfg.get("train", True) and not trainer.fast_dev_run:
@@ -54,7 +55,9 @@ def train(cfg: DictConfig) -> tuple[float | None, dict]:
         best = pipeline.best_checkpoint(trainer)
         summary["checkpoint"] = best
         if cfg.get("test"):
-            trainer.test(model=model, datamodule=datamodule, ckpt_path=best if best else None, weights_only=False)
+            trainer.test(model=model, datamodule=datamodule, ckpt_path=best if best else None, weights_only=True)
+        if not trainer.is_global_zero:  # under DDP, one process writes the synthetic data and the report
+            return (float(metric) if metric is not None else None), summary
         if cfg.get("generate") and cfg.generate.get("enabled", True):
             summary.update(pipeline.generate_after_training(cfg, model, datamodule, best, loggers))
             if evaluator is not None:

@@ -72,13 +72,11 @@ class TabularVAE(GeneratorModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         (x,) = batch
         out = self.loss(x)
-        on_step = stage == "train"
-        self.log(M.name(stage, "loss"), out["loss"], prog_bar=True, on_step=on_step, on_epoch=True,
-                 batch_size=len(x), sync_dist=stage != "train")
-        self.log(M.name(stage, "recon"), out["recon"], on_step=False, on_epoch=True, batch_size=len(x),
-                 sync_dist=stage != "train")
-        self.log(M.name(stage, "kld"), out["kld"], on_step=False, on_epoch=True, batch_size=len(x),
-                 sync_dist=stage != "train")
+        # epoch means reduced across DDP ranks (a no-op on one device); the step loss shows in the progress bar
+        self.log(M.name(stage, "loss"), out["loss"], prog_bar=True, on_step=stage == "train", on_epoch=True,
+                 batch_size=len(x), sync_dist=True)
+        for what in ("recon", "kld"):
+            self.log(M.name(stage, what), out[what], on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True)
         return out["loss"]
 
     def training_step(self, batch, batch_idx):

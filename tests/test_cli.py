@@ -115,3 +115,17 @@ def test_release_mode_needs_key_and_masks(tmp_path, flights_small_path):
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert b"not-in-any-output" not in f.read_bytes(), f
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tmp_path, flights_small_path):
+    """Lightning's DDP with 2 CPU processes (gloo): both ranks train, one writes the synthetic data and report."""
+    run_dir = tmp_path / "ddp"
+    p = run("train.py", "debug=default", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.sync_batchnorm=false", f"datamodule.path={flights_small_path}", "datamodule.max_rows=null",
+            "logger=csv", f"hydra.run.dir={run_dir}")
+    assert "Starting with 2 processes" in p.stdout + p.stderr
+    assert (p.stdout + p.stderr).count("Outputs:") == 1  # rank 0 only
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["privacy"]["identifier_leaks_total"] == 0
+    assert len(pd.read_csv(run_dir / "synthetic.csv")) == 500
