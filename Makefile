@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job: tabular VAE on 50,000 real NYC flights, synthetic table, TSTR evaluation (~5 min on 2 cores).
+# The main job: tabular VAE on 50,000 real NYC flights, synthetic table, TSTR evaluation (~3 min on 2 cores).
 # W&B logs offline unless you have credentials; override anything Hydra-style: make run ARGS="trainer.max_epochs=100"
 run: $(STAMP)
 	$(PY) train.py experiment=flights_tvae $(ARGS)

@@ -1,6 +1,6 @@
 """Train-on-synthetic / test-on-real evaluation of a synthetic table, plus fidelity, privacy and quality.
 
-    python evaluate.py run_dir=logs/flights_tvae/runs/<time>              # the run's split and synthetic.csv
+    python evaluate.py run_dir=logs/flights_tvae/runs/<time>   # the run's data, split, protocol and synthetic.csv
     python evaluate.py synthetic=path/to/synthetic.parquet datamodule.max_rows=50000
 """
 
@@ -10,6 +10,8 @@ import logging
 from pathlib import Path
 
 import hydra
+import yaml
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from scarce import pipeline
@@ -20,35 +22,49 @@ from scarce.runtime import build, build_list, run_cli
 log = logging.getLogger("scarce.evaluate")
 
 
-def datamodule_config(cfg: DictConfig) -> DictConfig:
-    """The datamodule of ``run_dir`` (its resolved config and saved split) or the one in this config."""
+def run_configs(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
+    """(datamodule, evaluation) configs: those of ``run_dir`` when given, else this config's.
+
+    With ``run_dir`` the run's own datamodule (and saved split) and evaluation protocol are used; ``evaluation.*``
+    overrides on this command line are applied on top, so a re-evaluation repeats the run's protocol unless asked.
+    """
     if not cfg.get("run_dir"):
-        return cfg.datamodule
+        return cfg.datamodule, cfg.evaluation
     run = Path(cfg.run_dir)
+    if not run.is_dir():
+        raise DataError(f"run_dir={str(run)!r}: no such folder")
     resolved = run / "config.resolved.yaml"
     if not resolved.is_file():
         raise DataError(f"run_dir={str(run)!r} has no config.resolved.yaml; is it a folder written by train.py?")
-    dm = OmegaConf.load(resolved).datamodule
+    saved = OmegaConf.load(resolved)
+    dm = saved.datamodule
     split = run / "data_split.npz"
     if split.is_file():
         dm.split_file = str(split)
     dm.output_dir = None
-    return dm
+    evaluation = saved.get("evaluation") or cfg.evaluation
+    for override in HydraConfig.get().overrides.task if HydraConfig.initialized() else []:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key.startswith("evaluation."):
+            OmegaConf.update(evaluation, key[len("evaluation."):], yaml.safe_load(value), force_add=True)
+    return dm, evaluation
 
 
 def evaluate(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else None
+    dm_cfg, eval_cfg = run_configs(cfg)
     synthetic = cfg.get("synthetic") or (str(run_dir / "synthetic.csv") if run_dir else None)
     if not synthetic:
         raise DataError("give synthetic=path/to/table.csv or run_dir=path/to/train/run")
     if not Path(synthetic).is_file():
         raise DataError(f"synthetic={synthetic!r}: no such file")
-    out_dir = run_dir if run_dir else Path(cfg.paths.output_dir)
-    datamodule = build(datamodule_config(cfg), "datamodule")
+    out_dir = Path(cfg.paths.output_dir)  # this command's own folder: a training run's report is never overwritten
+    evaluator = build(eval_cfg, "evaluation")
+    datamodule = build(dm_cfg, "datamodule")
     loggers = build_list(cfg.get("logger"), "logger")
     try:
         summary = {"run_dir": str(out_dir), "synthetic": synthetic}
-        summary.update(pipeline.evaluate_tables(cfg.evaluation, datamodule, synthetic, out_dir, loggers))
+        summary.update(pipeline.evaluate_tables(evaluator, datamodule, synthetic, out_dir, loggers))
         summary["wandb"] = pipeline.wandb_location(loggers)
         pipeline.print_summary(summary)
         return summary

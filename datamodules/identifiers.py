@@ -90,12 +90,14 @@ class IdentifierShape:
     def _position_choices(self, t: int, i: int, widen: float) -> tuple[np.ndarray, np.ndarray]:
         """Characters and probabilities at position i of template t.
 
-        The real per-position frequencies, mixed with weight ``widen`` with the whole character class when the
-        position varies in the real data (a position that never varies, like the "N" of US tail numbers, stays)."""
+        The real per-position frequencies, mixed with weight ``min(widen, 1)`` with the whole character class when
+        the position varies in the real data. A position that never varies (the "N" of US tail numbers, the zeros
+        of "T000123") stays fixed unless ``widen > 1``, the last resort for a small shape space."""
         seen, w = self.alphabets[t][i], np.asarray(self.char_weights[t][i])
         cls = _CLASSES.get(self.templates[t][i])
-        if widen == 0 or cls is None or len(seen) == 1:
+        if widen == 0 or cls is None or (len(seen) == 1 and (widen <= 1 or i == 0)):
             return np.asarray(list(seen)), w
+        widen = min(widen, 1.0)
         chars = sorted(set(cls) | set(seen))
         emp = dict(zip(seen, w))
         p = np.array([(1 - widen) * emp.get(c, 0.0) + widen / len(chars) for c in chars])
@@ -136,8 +138,8 @@ class IdentifierShape:
                         break
                 if len(out) == need:
                     break
-            if len(out) - before < k / 4:  # most draws collided: widen the alphabet
-                widen = min(1.0, widen + 0.25)
+            if len(out) - before < k / 4:  # most draws collided: widen the alphabet, fixed positions last
+                widen = min(1.5, widen + 0.25)
         rng.shuffle(out)
         if len(out) < need:
             raise DataError(

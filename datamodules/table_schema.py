@@ -170,10 +170,10 @@ def detect_kind(s: pd.Series, max_categories: int = 200) -> tuple[str, str]:
         return ("integer", "integral values") if integral else ("continuous", "float values")
     # strings / objects
     as_str = non_null.astype(str)
+    if _looks_like_datetime(as_str):  # before uniqueness: timestamps are often unique per row
+        return "datetime", "ISO-8601 strings"
     if n >= 50 and n_unique == n:
         return "identifier", "unique per row"
-    if _looks_like_datetime(as_str):
-        return "datetime", "ISO-8601 strings"
     if n_unique > max_categories:
         sample = as_str.sample(min(len(as_str), 1000), random_state=0)
         if sample.str.match(_CODE_RE).mean() >= 0.9:

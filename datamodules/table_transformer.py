@@ -191,6 +191,7 @@ class TableTransformer:
                 "max": float(np.nanmax(col)),
                 "has_null": bool(np.isnan(col).any()),
                 "dtype": str(df[name].dtype),
+                "text_format": _text_format(df[name]) if self.schema.columns[name].kind == "datetime" else None,
             }
 
     def _build_layout(self) -> None:
@@ -330,8 +331,9 @@ class TableTransformer:
             x[data[:, null.start : null.stop].argmax(1) == 1] = np.nan
         if kind == "datetime":
             ts = pd.to_datetime(pd.Series(x), unit="s", utc=True)
-            if info["dtype"] in ("str", "string", "object"):  # read as ISO-8601 text: write it back as text
-                return _as_text(ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ").where(ts.notna(), None), info["dtype"])
+            if info["dtype"] in ("str", "string", "object"):  # read as ISO-8601 text: write it back the same way
+                fmt = info.get("text_format") or "%Y-%m-%dT%H:%M:%SZ"
+                return _as_text(ts.dt.strftime(fmt).where(ts.notna(), None), info["dtype"])
             return ts
         if kind == "integer" and not np.isnan(x).any() and "int" in info["dtype"].lower():
             return pd.Series(x.astype(np.int64)).astype(info["dtype"])
@@ -407,6 +409,19 @@ class TableTransformer:
 def _py(v):
     """numpy scalar -> Python scalar (so levels are plain data)."""
     return v.item() if isinstance(v, np.generic) else v
+
+
+def _text_format(s: pd.Series) -> str | None:
+    """strftime format of ISO-8601 text like the column's first value: date only, 'T' or space, 'Z' or naive."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return None
+    non_null = s.dropna()
+    if non_null.empty:
+        return None
+    v = str(non_null.iloc[0]).strip()
+    if len(v) <= 10:
+        return "%Y-%m-%d"
+    return "%Y-%m-%d" + ("T" if "T" in v else " ") + "%H:%M:%S" + ("Z" if v.endswith("Z") else "")
 
 
 def _as_text(s: pd.Series, dtype: str) -> pd.Series:

@@ -8,8 +8,10 @@ import numpy as np
 from scipy import stats
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
-    """{"mean", "ci95": [lo, hi], "n", "values"}; the interval is the t interval of the mean (n >= 2)."""
+def mean_ci(values: Sequence[float], level: float = 0.95, bounds: tuple[float, float] | None = None) -> dict:
+    """{"mean", "ci95": [lo, hi], "n", "values"}; the t interval of the mean (n >= 2), clipped to ``bounds``.
+
+    With few seeds the t interval is wide (t = 12.7 for two seeds); clipping keeps it inside the metric's range."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
     if len(v) == 0:
         return {"mean": None, "ci95": [None, None], "n": 0, "values": []}
@@ -17,7 +19,10 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict:
     if len(v) < 2:
         return {"mean": m, "ci95": [None, None], "n": 1, "values": v.tolist()}
     half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return {"mean": m, "ci95": [m - half, m + half], "n": int(len(v)), "values": v.tolist()}
+    lo, hi = m - half, m + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"mean": m, "ci95": [lo, hi], "n": int(len(v)), "values": v.tolist()}
 
 
 def fmt(stat: dict, digits: int = 3) -> str:

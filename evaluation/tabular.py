@@ -125,6 +125,13 @@ class TabularEvaluation:
         self.privacy_rows = check_range("evaluation.privacy_rows", privacy_rows, 10, integer=True)
         self.progress = progress
 
+    def task(self, kinds: Mapping[str, str]) -> BinaryTask:
+        """The downstream task on a table with these column kinds (unknown columns are a clear error)."""
+        modelled = [c for c, k in kinds.items() if k in NUMERIC + CATEGORICAL]
+        target = self.task_cfg.get("target") or {}
+        features = self.task_cfg.get("features") or [c for c in modelled if c != target.get("column")]
+        return BinaryTask(self.task_cfg.get("name", "task"), target, features, kinds)
+
     # ------------------------------------------------------------------------------------------------- run
     def run(
         self,
@@ -139,9 +146,7 @@ class TabularEvaluation:
         missing = [c for c in modelled if c not in synthetic.columns]
         if missing:
             raise DataError(f"synthetic table lacks modelled columns {missing}; was it made from this dataset?")
-        task = BinaryTask(self.task_cfg.get("name", "task"), self.task_cfg["target"],
-                          self.task_cfg.get("features") or [c for c in modelled if c != self.task_cfg["target"]["column"]],
-                          kinds)
+        task = self.task(kinds)
         return {
             "meta": {"task": task.name, "target": task.describe(), "features": task.features,
                      "rows": {"real_train": len(real_train), "real_test": len(real_test), "synthetic": len(synthetic)},
@@ -190,7 +195,7 @@ class TabularEvaluation:
             rec["auc"].append(float(roc_auc_score(y_test, p)))
             rec["accuracy"].append(float(accuracy_score(y_test, p >= 0.5)))
         for (learner, setting), rec in scores.items():
-            out.setdefault(learner, {})[setting] = {k: mean_ci(v) for k, v in rec.items()}
+            out.setdefault(learner, {})[setting] = {k: mean_ci(v, bounds=(0.0, 1.0)) for k, v in rec.items()}
         for learner in self.learners:
             base = np.asarray(scores[(learner, "TRTR")]["auc"])
             aug = np.asarray(scores[(learner, "TRSTR")]["auc"])

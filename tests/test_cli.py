@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,8 +20,8 @@ from scarce.runtime import run_cli
 ENV = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
 
 
-def run(script: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=ENV, capture_output=True,
+def run(script: str, *args: str, ok: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=ENV, capture_output=True,
                           text=True, timeout=600)
     if ok:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -49,12 +50,16 @@ def test_train_generate_evaluate_commands(tmp_path, flights_small_path):
     assert manifest["versions"]["torch"] == torch.__version__.split("+")[0]
     assert not df["tailnum"].dropna().isin(set(pd.read_csv(flights_small_path)["tailnum"].dropna())).any()
 
-    # evaluate the run again, from its folder: same split, fresh report
-    (run_dir / "report.json").unlink()
-    run("evaluate.py", f"run_dir={run_dir}", "logger=csv", "evaluation.seeds=[0,1]",
-        f"hydra.run.dir={tmp_path / 'eval'}")
-    report = json.loads((run_dir / "report.json").read_text())
-    assert report["meta"]["rows"]["real_test"] == len(np.load(run_dir / "data_split.npz")["test"])
+    # evaluate the run again from its folder: its data, split and protocol, so the same numbers; the run's own
+    # report stays untouched and the new one goes to the evaluate command's folder
+    before = (run_dir / "report.json").read_text()
+    run("evaluate.py", f"run_dir={run_dir}", "logger=csv", f"hydra.run.dir={tmp_path / 'eval'}")
+    again = json.loads((tmp_path / "eval" / "report.json").read_text())
+    original = json.loads(before)
+    assert (run_dir / "report.json").read_text() == before
+    assert again["meta"]["seeds"] == original["meta"]["seeds"] == [0, 1]  # debug=default's protocol, not the default
+    assert again["utility"] == original["utility"]
+    assert again["meta"]["rows"]["real_test"] == len(np.load(run_dir / "data_split.npz")["test"])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -84,6 +89,37 @@ def test_bad_config_values_in_process(train_cfg, capsys, overrides, message):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
+
+
+def test_own_table_with_schema_override(tmp_path):
+    """The README's "your own table" path: a made-up trips table, the `table` datamodule, a schema override."""
+    from conftest import compose_cfg
+    from train import train
+
+    rng = np.random.default_rng(0)
+    n = 600
+    distance = rng.gamma(2.0, 2.0, n)
+    trips = pd.DataFrame({
+        "trip_id": [f"T{i:06d}" for i in rng.permutation(n)],
+        "zone": rng.choice(["north", "south", "east", None], n),
+        "distance": distance.round(2),
+        "fare": (2.5 + 2.0 * distance + rng.normal(0, 1, n)).round(2),
+        "pickup_time": pd.date_range("2024-03-01", periods=n, freq="17min").strftime("%Y-%m-%d %H:%M:%S"),
+    })
+    path = tmp_path / "trips.csv"
+    trips.to_csv(path, index=False)
+    cfg = compose_cfg("train.yaml", [
+        "datamodule=table", f"datamodule.path={path}", "datamodule.schema={trip_id: identifier, zone: categorical}",
+        "evaluation.task.name=big_fare", "evaluation.task.target={column: fare, op: '>', value: 10}",
+        "evaluation.task.features=[distance, zone]", "evaluation.seeds=[0,1]", "trainer.max_epochs=2", "logger=none",
+    ], tmp_path / "run")
+    _, summary = train(cfg)
+    syn = pd.read_csv(summary["synthetic"])
+    assert list(syn.columns) == list(trips.columns)
+    assert not syn["trip_id"].isin(set(trips["trip_id"])).any()
+    assert syn["trip_id"].str.fullmatch(r"T\d{6}").all() and syn["trip_id"].is_unique
+    assert pd.to_datetime(syn["pickup_time"], format="%Y-%m-%d %H:%M:%S").notna().all()  # a datetime, not an id
+    assert json.loads(Path(summary["report"]).read_text())["meta"]["task"] == "big_fare"
 
 
 def test_generate_errors_before_writing(tmp_path):
