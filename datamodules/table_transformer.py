@@ -192,6 +192,7 @@ class TableTransformer:
                 "has_null": bool(np.isnan(col).any()),
                 "dtype": str(df[name].dtype),
                 "text_format": _text_format(df[name]) if self.schema.columns[name].kind == "datetime" else None,
+                "decimals": _decimals(col) if self.schema.columns[name].kind == "continuous" else None,
             }
 
     def _build_layout(self) -> None:
@@ -326,6 +327,8 @@ class TableTransformer:
         x = np.clip(z * info["scale"] + info["loc"], info["min"], info["max"])
         if kind in ("integer", "datetime"):
             x = np.round(x)
+        elif info.get("decimals") is not None:  # fares with cents come back with cents, not 15 digits
+            x = np.round(x, info["decimals"])
         if "null" in spans:
             null = spans["null"]
             x[data[:, null.start : null.stop].argmax(1) == 1] = np.nan
@@ -409,6 +412,15 @@ class TableTransformer:
 def _py(v):
     """numpy scalar -> Python scalar (so levels are plain data)."""
     return v.item() if isinstance(v, np.generic) else v
+
+
+def _decimals(values: np.ndarray, max_decimals: int = 6, sample: int = 2000) -> int | None:
+    """Fewest decimals that represent every value (checked on a sample); None if more than ``max_decimals``."""
+    v = values[np.isfinite(values)][:sample]
+    for d in range(max_decimals + 1):
+        if np.allclose(np.round(v, d), v, rtol=0, atol=1e-9 * max(1.0, float(np.abs(v).max(initial=0)))):
+            return d
+    return None
 
 
 def _text_format(s: pd.Series) -> str | None:

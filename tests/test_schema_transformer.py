@@ -125,3 +125,13 @@ def test_unseen_category_policy(flights):
         t.transform(test[["origin", "distance"]])
     x = t.transform(test[["origin", "distance"]], handle_unknown="most_frequent")
     assert t.unknown_counts == {"origin": 10} and x.shape[0] == 10
+
+
+def test_continuous_values_keep_their_precision():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"fare": rng.gamma(2.0, 5.0, 500).round(2), "ratio": rng.random(500)})
+    t = fit(df)
+    assert t.numeric["fare"]["decimals"] == 2 and t.numeric["ratio"]["decimals"] is None
+    back = t.inverse_transform(t.transform(df))
+    np.testing.assert_array_equal(back["fare"], back["fare"].round(2))
+    assert (back["fare"] == df["fare"]).mean() > 0.99
