@@ -37,7 +37,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict]:
     log.info("instantiating model <%s>", cfg.model._target_)
     model = build(cfg.model, "model", **datamodule.model_kwargs())
     if evaluator is not None:  # the downstream task's columns exist: checked now, not after training
-        evaluator.task({c.name: c.kind for c in datamodule.schema.columns.values()})
+        evaluator.task(datamodule.schema.kinds())
     callbacks = build_list(cfg.get("callbacks"), "callbacks")
     loggers = build_list(cfg.get("logger"), "logger")
     log.info("instantiating trainer <%s>", cfg.trainer._target_)

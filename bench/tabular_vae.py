@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         probe.setup("fit")
         train = probe.real("train")
         schema = TableSchema.infer(train)
-        kinds = {c.name: c.kind for c in schema.columns.values()}
+        kinds = schema.kinds()
 
         print(f"transformers on {len(train)} rows ...", flush=True)
         transformers = time_transformers(train, args.repeats, ctgan_warnings)

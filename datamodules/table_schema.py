@@ -139,6 +139,10 @@ class TableSchema:
                         f"{bad.iloc[0]!r}; declare it categorical or clean the column"
                     )
 
+    def kinds(self) -> dict[str, str]:
+        """{column: kind}, in table order."""
+        return {c.name: c.kind for c in self.columns.values()}
+
     def names(self, *kinds: str) -> list[str]:
         return [c.name for c in self.columns.values() if not kinds or c.kind in kinds]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from lightning.pytorch.loggers import Logger
@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from scarce.generation import write_dataset
 from scarce.io import read_table
 from scarce.loggers import log_table, run_location
-from scarce.runtime import build
+
+if TYPE_CHECKING:
+    from evaluation.tabular import TabularEvaluation
 
 log = logging.getLogger("scarce")
 SAMPLE_TABLE_ROWS = 100
@@ -55,19 +57,13 @@ def generate_after_training(cfg: DictConfig, model, datamodule, ckpt: str | None
     return {"synthetic": str(path), "manifest": str(manifest)}
 
 
-def evaluate_tables(evaluator, datamodule, synthetic: str | pd.DataFrame, out_dir: str | Path,
+def evaluate_tables(evaluator: TabularEvaluation, datamodule, synthetic: str | pd.DataFrame, out_dir: str | Path,
                     loggers: Sequence[Logger]) -> dict[str, Any]:
-    """TSTR, fidelity, privacy and quality of a synthetic table against the datamodule's real splits.
-
-    ``evaluator`` is built from the ``evaluation`` config group (or is that config, built here)."""
+    """TSTR, fidelity, privacy and quality of a synthetic table against the datamodule's real splits."""
     from evaluation.report import flat_metrics, to_markdown, utility_rows, write_report
-
-    if isinstance(evaluator, DictConfig):
-        evaluator = build(evaluator, "evaluation")
     syn = read_table(synthetic, key="synthetic") if isinstance(synthetic, (str, Path)) else synthetic
     datamodule.setup("fit")
-    kinds = {c.name: c.kind for c in datamodule.schema.columns.values()}
-    report = evaluator.run(datamodule.real("train"), datamodule.real("test"), syn, kinds,
+    report = evaluator.run(datamodule.real("train"), datamodule.real("test"), syn, datamodule.schema.kinds(),
                            datamodule.real_identifiers())
     json_path, md_path = write_report(report, out_dir)
     for lg in loggers:
