@@ -25,6 +25,21 @@ def mean_ci(values: Sequence[float], level: float = 0.95, bounds: tuple[float, f
     return {"mean": m, "ci95": [lo, hi], "n": int(len(v)), "values": v.tolist()}
 
 
+def paired_effect(baseline: Sequence[float], variant: Sequence[float]) -> dict:
+    """Mean [95% interval] of variant - baseline over paired seeds, with a verdict on whether synthetic data helped."""
+    diff = mean_ci(np.asarray(variant, dtype=np.float64) - np.asarray(baseline, dtype=np.float64))
+    lo, hi = diff["ci95"]
+    if lo is None:
+        verdict = "one seed: no interval"
+    elif lo > 0:
+        verdict = "synthetic data helped"
+    elif hi < 0:
+        verdict = "synthetic data hurt"
+    else:
+        verdict = "no clear difference"
+    return {**diff, "verdict": verdict}
+
+
 def fmt(stat: dict, digits: int = 3) -> str:
     """'0.812 [0.801, 0.823]' for a mean_ci dict."""
     if stat.get("mean") is None:

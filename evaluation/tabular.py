@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from evaluation.fidelity import CATEGORICAL, NUMERIC, _numeric, fidelity_scores
-from evaluation.stats import mean_ci
+from evaluation.stats import mean_ci, paired_effect
 from scarce.errors import ConfigError, DataError, bad_choice, check_range, unknown_columns
 
 log = logging.getLogger(__name__)
@@ -197,19 +197,8 @@ class TabularEvaluation:
         for (learner, setting), rec in scores.items():
             out.setdefault(learner, {})[setting] = {k: mean_ci(v, bounds=(0.0, 1.0)) for k, v in rec.items()}
         for learner in self.learners:
-            base = np.asarray(scores[(learner, "TRTR")]["auc"])
-            aug = np.asarray(scores[(learner, "TRSTR")]["auc"])
-            diff = mean_ci(aug - base)
-            lo, hi = diff["ci95"]
-            if lo is None:
-                verdict = "one seed: no interval"
-            elif lo > 0:
-                verdict = "synthetic data helped"
-            elif hi < 0:
-                verdict = "synthetic data hurt"
-            else:
-                verdict = "no clear difference"
-            out[learner]["augmentation_effect_auc"] = {**diff, "verdict": verdict}
+            out[learner]["augmentation_effect_auc"] = paired_effect(scores[(learner, "TRTR")]["auc"],
+                                                                     scores[(learner, "TRSTR")]["auc"])
         return out
 
     def privacy(self, train: pd.DataFrame, test: pd.DataFrame, synthetic: pd.DataFrame, modelled: Mapping[str, str],

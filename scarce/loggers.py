@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
@@ -62,6 +63,23 @@ def log_table(loggers: Sequence[Logger], key: str, df: pd.DataFrame) -> None:
             path = Path(lg.log_dir) / f"{key.replace('/', '_')}.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
             df.to_csv(path, index=False)
+
+
+def log_image(loggers: Sequence[Logger], key: str, image: np.ndarray, out_dir: str | Path, step: int | None = None,
+              caption: str | None = None) -> Path:
+    """An (H, W, C) uint8 image to every logger, and always as a PNG under ``out_dir`` (so it exists without W&B)."""
+    from PIL import Image
+
+    from scarce.io import atomic_path
+
+    name = key.replace("/", "_") + (f"_step{step:06d}" if step is not None else "") + ".png"
+    path = Path(out_dir) / name
+    with atomic_path(path) as tmp:
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp, format="PNG")
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            lg.log_image(key=key, images=[image], step=step, caption=[caption] if caption else None)
+    return path
 
 
 def run_location(loggers: Sequence[Logger]) -> str | None:
