@@ -1,6 +1,6 @@
-"""Train-on-synthetic / test-on-real evaluation of a synthetic table, plus fidelity, privacy and quality.
+"""Train-on-synthetic / test-on-real evaluation of a synthetic dataset, plus fidelity, privacy and quality.
 
-    python evaluate.py run_dir=logs/flights_tvae/runs/<time>   # the run's data, split, protocol and synthetic.csv
+    python evaluate.py run_dir=logs/flights_tvae/runs/<time>   # the run's data, split, protocol and synthetic data
     python evaluate.py synthetic=path/to/synthetic.parquet datamodule.max_rows=50000
 """
 
@@ -22,14 +22,14 @@ from scarce.runtime import build, build_list, run_cli
 log = logging.getLogger("scarce.evaluate")
 
 
-def run_configs(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
-    """(datamodule, evaluation) configs: those of ``run_dir`` when given, else this config's.
+def run_configs(cfg: DictConfig) -> tuple[DictConfig, DictConfig, str | None]:
+    """(datamodule, evaluation, synthetic data path) of ``run_dir`` when given, else this config's.
 
     With ``run_dir`` the run's own datamodule (and saved split) and evaluation protocol are used; ``evaluation.*``
     overrides on this command line are applied on top, so a re-evaluation repeats the run's protocol unless asked.
     """
     if not cfg.get("run_dir"):
-        return cfg.datamodule, cfg.evaluation
+        return cfg.datamodule, cfg.evaluation, cfg.get("synthetic")
     run = Path(cfg.run_dir)
     if not run.is_dir():
         raise DataError(f"run_dir={str(run)!r}: no such folder")
@@ -47,24 +47,24 @@ def run_configs(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
         key, _, value = override.lstrip("+~").partition("=")
         if key.startswith("evaluation."):
             OmegaConf.update(evaluation, key[len("evaluation."):], yaml.safe_load(value), force_add=True)
-    return dm, evaluation
+    # the run wrote its synthetic data under its own folder; look there by name, so a moved run folder still works
+    written = saved.get("generate", {}).get("output") or "synthetic.csv"
+    return dm, evaluation, cfg.get("synthetic") or str(run / Path(written).name)
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    run_dir = Path(cfg.run_dir) if cfg.get("run_dir") else None
-    dm_cfg, eval_cfg = run_configs(cfg)
-    synthetic = cfg.get("synthetic") or (str(run_dir / "synthetic.csv") if run_dir else None)
+    dm_cfg, eval_cfg, synthetic = run_configs(cfg)
     if not synthetic:
-        raise DataError("give synthetic=path/to/table.csv or run_dir=path/to/train/run")
-    if not Path(synthetic).is_file():
-        raise DataError(f"synthetic={synthetic!r}: no such file")
+        raise DataError("give synthetic=path/to/data (a table, an .npz or a PNG folder) or run_dir=path/to/train/run")
+    if not Path(synthetic).exists():
+        raise DataError(f"synthetic={synthetic!r}: no such file or folder")
     out_dir = Path(cfg.paths.output_dir)  # this command's own folder: a training run's report is never overwritten
     evaluator = build(eval_cfg, "evaluation")
     datamodule = build(dm_cfg, "datamodule")
     loggers = build_list(cfg.get("logger"), "logger")
     try:
         summary = {"run_dir": str(out_dir), "synthetic": synthetic}
-        summary.update(pipeline.evaluate_tables(evaluator, datamodule, synthetic, out_dir, loggers))
+        summary.update(pipeline.evaluate_synthetic(evaluator, datamodule, synthetic, out_dir, loggers))
         summary["wandb"] = pipeline.wandb_location(loggers)
         pipeline.print_summary(summary)
         return summary

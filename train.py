@@ -36,8 +36,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict]:
     datamodule = build(cfg.datamodule, "datamodule")
     log.info("instantiating model <%s>", cfg.model._target_)
     model = build(cfg.model, "model", **datamodule.model_kwargs())
-    if evaluator is not None:  # the downstream task's columns exist: checked now, not after training
-        evaluator.task(datamodule.schema.kinds())
+    if evaluator is not None:  # the downstream task fits this data: checked now, not after training
+        evaluator.check(datamodule)
     callbacks = build_list(cfg.get("callbacks"), "callbacks")
     loggers = build_list(cfg.get("logger"), "logger")
     log.info("instantiating trainer <%s>", cfg.trainer._target_)
@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict]:
         if cfg.get("generate") and cfg.generate.get("enabled", True):
             summary.update(pipeline.generate_after_training(cfg, model, datamodule, best, loggers))
             if evaluator is not None:
-                summary.update(pipeline.evaluate_tables(evaluator, datamodule, summary["synthetic"], out_dir, loggers))
+                summary.update(pipeline.evaluate_synthetic(evaluator, datamodule, summary["synthetic"], out_dir, loggers))
         summary["wandb"] = pipeline.wandb_location(loggers)
         pipeline.print_summary(summary)
         return (float(metric) if metric is not None else None), summary

@@ -160,6 +160,16 @@ class TabularDataModule(L.LightningDataModule):
             raise ConfigError(f"split={split!r} is not allowed; expected one of {list(SPLITS)}")
         return self.load_table().iloc[self.splits[split]].reset_index(drop=True)
 
+    unit = "rows"  # what generate_after_training counts
+
+    def train_size(self) -> int:
+        self.setup("fit")
+        return len(self.splits["train"])
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        """Extra arguments for the generator's ``generate``: real identifier values fresh tokens must avoid."""
+        return {"real_identifiers": self.real_identifiers()}
+
     def real_identifiers(self) -> dict[str, np.ndarray]:
         """All real values of identifier columns (every split), which fresh synthetic tokens must avoid."""
         df = self.load_table()

@@ -1,15 +1,11 @@
-"""report.json (data) and report.md (for people), and the same numbers sent to the experiment loggers."""
+"""The tabular report for people (markdown) and the same numbers as flat metrics for the experiment loggers."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from evaluation.stats import fmt
-from scarce.io import write_json, write_text
 
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
 SETTING_NAMES = {"TRTR": "real only (TRTR)", "TSTR": "synthetic only (TSTR)", "TRSTR": "real + synthetic"}
 
 
@@ -74,11 +70,6 @@ def to_markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    out = Path(out_dir)
-    return write_json(out / REPORT_JSON, report), write_text(out / REPORT_MD, to_markdown(report))
 
 
 def flat_metrics(report: dict) -> dict[str, float]:

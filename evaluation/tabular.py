@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,12 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from evaluation.fidelity import CATEGORICAL, NUMERIC, _numeric, fidelity_scores
+from evaluation.report import flat_metrics as report_metrics
+from evaluation.report import to_markdown as report_markdown
+from evaluation.report import utility_rows
 from evaluation.stats import mean_ci, paired_effect
 from scarce.errors import ConfigError, DataError, bad_choice, check_range, unknown_columns
+from scarce.io import read_table
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +136,25 @@ class TabularEvaluation:
         target = self.task_cfg.get("target") or {}
         features = self.task_cfg.get("features") or [c for c in modelled if c != target.get("column")]
         return BinaryTask(self.task_cfg.get("name", "task"), target, features, kinds)
+
+    # ------------------------------------------------------------------ the evaluator protocol train.py uses
+    def check(self, datamodule) -> None:
+        """Fail before training if the task's columns are not in the datamodule's table."""
+        self.task(datamodule.schema.kinds())
+
+    def evaluate(self, datamodule, synthetic: str | Path | pd.DataFrame, out_dir: str | Path | None = None) -> dict:
+        """The report for a synthetic table (a path or a DataFrame) against the datamodule's real splits."""
+        syn = read_table(synthetic, key="synthetic") if isinstance(synthetic, (str, Path)) else synthetic
+        datamodule.setup("fit")
+        return self.run(datamodule.real("train"), datamodule.real("test"), syn, datamodule.schema.kinds(),
+                        datamodule.real_identifiers())
+
+    to_markdown = staticmethod(report_markdown)
+    flat_metrics = staticmethod(report_metrics)
+
+    @staticmethod
+    def utility_table(report: dict) -> pd.DataFrame:
+        return pd.DataFrame(utility_rows(report), columns=["learner", "trained on", "AUC", "accuracy"])
 
     # ------------------------------------------------------------------------------------------------- run
     def run(

@@ -5,21 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from scarce.generation import write_dataset
-from scarce.io import read_table
-from scarce.loggers import log_table, run_location
-
-if TYPE_CHECKING:
-    from evaluation.tabular import TabularEvaluation
+from scarce.io import write_json, write_text
+from scarce.loggers import log_image, log_table, run_location
 
 log = logging.getLogger("scarce")
 SAMPLE_TABLE_ROWS = 100
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
 
 
 def log_config(cfg: DictConfig, loggers: Sequence[Logger]) -> None:
@@ -41,36 +40,50 @@ def best_checkpoint(trainer) -> str | None:
 
 def generate_after_training(cfg: DictConfig, model, datamodule, ckpt: str | None,
                             loggers: Sequence[Logger]) -> dict[str, Any]:
-    """Sample from the best checkpoint (or the in-memory model), write it with a manifest, log a sample table."""
+    """Sample from the best checkpoint (or the in-memory model), write it with a manifest, log a preview."""
     from models.base import load_generator
 
     gen_cfg = cfg.generate
     generator = load_generator(ckpt) if ckpt else model.cpu().eval()
-    n = gen_cfg.get("n") or len(datamodule.splits["train"])
-    log.info("generating %d rows from %s", n, ckpt or "the in-memory model")
-    df = generator.generate(int(n), seed=int(gen_cfg.get("seed") or 0), real_identifiers=datamodule.real_identifiers(),
-                            progress=True)
+    n = int(gen_cfg.get("n") or datamodule.train_size())
+    log.info("generating %d %s from %s", n, datamodule.unit, ckpt or "the in-memory model")
+    data = generator.generate(n, seed=int(gen_cfg.get("seed") or 0), progress=True, **datamodule.generation_kwargs())
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
-    path, manifest = write_dataset(df, gen_cfg.output, config=config, checkpoint=ckpt, seed=gen_cfg.get("seed"))
-    log_table(loggers, "synthetic/sample", df.head(SAMPLE_TABLE_ROWS))
+    path, manifest = write_dataset(data, gen_cfg.output, config=config, checkpoint=ckpt, seed=gen_cfg.get("seed"))
+    preview(data, loggers, Path(cfg.paths.output_dir))
     return {"synthetic": str(path), "manifest": str(manifest)}
 
 
-def evaluate_tables(evaluator: TabularEvaluation, datamodule, synthetic: str | pd.DataFrame, out_dir: str | Path,
-                    loggers: Sequence[Logger]) -> dict[str, Any]:
-    """TSTR, fidelity, privacy and quality of a synthetic table against the datamodule's real splits."""
-    from evaluation.report import flat_metrics, to_markdown, utility_rows, write_report
-    syn = read_table(synthetic, key="synthetic") if isinstance(synthetic, (str, Path)) else synthetic
-    datamodule.setup("fit")
-    report = evaluator.run(datamodule.real("train"), datamodule.real("test"), syn, datamodule.schema.kinds(),
-                           datamodule.real_identifiers())
-    json_path, md_path = write_report(report, out_dir)
+def preview(data: Any, loggers: Sequence[Logger], out_dir: Path) -> None:
+    """What people look at first: 100 rows of a table, or one grid row per class of an image set."""
+    if isinstance(data, pd.DataFrame):
+        log_table(loggers, "synthetic/sample", data.head(SAMPLE_TABLE_ROWS))
+        return
+    import torch
+
+    from models.visuals import image_grid
+
+    per_class, first = 10, []
+    labels = data.labels.argmax(1) if data.multi_label else data.labels
+    for c in range(min(len(data.classes), 10)):
+        first.extend(np.flatnonzero(labels == c)[:per_class].tolist())
+    x = torch.from_numpy(data.images[first]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    path = log_image(loggers, "synthetic/grid", image_grid(x, per_class), out_dir)
+    log.info("sample grid (one row per class): %s", path)
+
+
+def evaluate_synthetic(evaluator, datamodule, synthetic: str | Path | Any, out_dir: str | Path,
+                       loggers: Sequence[Logger]) -> dict[str, Any]:
+    """Train-on-synthetic / test-on-real plus fidelity, privacy and quality: report.json + report.md, logged."""
+    report = evaluator.evaluate(datamodule, synthetic, out_dir)
+    markdown = evaluator.to_markdown(report)
+    out = Path(out_dir)
+    json_path, md_path = write_json(out / REPORT_JSON, report), write_text(out / REPORT_MD, markdown)
     for lg in loggers:
-        lg.log_metrics(flat_metrics(report))
-    log_table(loggers, "eval/utility", pd.DataFrame(utility_rows(report),
-                                                    columns=["learner", "trained on", "AUC", "accuracy"]))
-    print("\n" + to_markdown(report), flush=True)
+        lg.log_metrics(evaluator.flat_metrics(report))
+    log_table(loggers, "eval/utility", evaluator.utility_table(report))
+    print("\n" + markdown, flush=True)
     return {"report": str(json_path), "report_md": str(md_path)}
 
 
