@@ -166,7 +166,7 @@ class TabularDataModule(L.LightningDataModule):
         self.setup("fit")
         return len(self.splits["train"])
 
-    def generation_kwargs(self) -> dict[str, Any]:
+    def generation_kwargs(self, n: int, seed: int = 0) -> dict[str, Any]:
         """Extra arguments for the generator's ``generate``: real identifier values fresh tokens must avoid."""
         return {"real_identifiers": self.real_identifiers()}
 
