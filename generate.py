@@ -1,7 +1,9 @@
-"""Write a synthetic dataset from a checkpoint, or a pseudonymised release of a real table.
+"""Write a synthetic dataset (a table or an image set) from a checkpoint, or a pseudonymised release of a table.
 
     python generate.py ckpt_path=logs/.../checkpoints/last.ckpt n=10000 output=synthetic.parquet
     python generate.py ckpt_path=... n=500 'condition={origin: JFK}'
+    python generate.py ckpt_path=logs/fashion_diffusion/.../last.ckpt n=1000 output=sneakers.npz labels=[Sneaker]
+    python generate.py ckpt_path=... n=200 output=samples_png guidance_scale=3 steps=100   # PNG class folders
     SCARCE_RELEASE_KEY=... python generate.py mode=release release.input=flights.csv release.output=masked.csv
 """
 
@@ -15,7 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from scarce.errors import ConfigError, DataError, check_choice, check_range
-from scarce.generation import write_dataset
+from scarce.generation import image_output_kind, write_dataset
 from scarce.io import read_table, table_format
 from scarce.runtime import run_cli
 
@@ -48,19 +50,52 @@ def sample(cfg: DictConfig) -> dict:
     if not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path is required in mode=sample: python generate.py ckpt_path=path/to/model.ckpt")
     n = check_range("n", cfg.n, 1, integer=True)
-    table_format(cfg.output, key="output")  # a bad extension fails before any sampling
     model = load_generator(cfg.ckpt_path)
+    is_image = model.domain == "image"
+    # a bad output name fails before any sampling
+    image_output_kind(cfg.output) if is_image else table_format(cfg.output, key="output")
+    kwargs, extra = image_kwargs(cfg, model, n) if is_image else table_kwargs(cfg, model)
+    data = model.generate(n, seed=int(cfg.seed), progress=True, **kwargs)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    path, manifest = write_dataset(data, cfg.output, config=config, checkpoint=cfg.ckpt_path, seed=int(cfg.seed),
+                                   extra=extra)
+    print(f"wrote {len(data):,} {'images' if is_image else 'rows'} to {path}\nmanifest: {manifest}", flush=True)
+    return {"output": str(path), "manifest": str(manifest)}
+
+
+def table_kwargs(cfg: DictConfig, model) -> tuple[dict, dict]:
     condition = OmegaConf.to_container(cfg.condition, resolve=True) if cfg.get("condition") else {}
     if not isinstance(condition, dict):
         raise ConfigError(f"condition={condition!r} is not allowed; expected a mapping like '{{origin: JFK}}'")
     real = real_identifier_values(model, bool(cfg.get("allow_unchecked_identifiers", False)))
-    df = model.generate(n, seed=int(cfg.seed), condition=condition, real_identifiers=real, progress=True)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config.pop("hydra", None)
-    path, manifest = write_dataset(df, cfg.output, config=config, checkpoint=cfg.ckpt_path, seed=int(cfg.seed),
-                                   extra={"condition": condition})
-    print(f"wrote {len(df):,} rows to {path}\nmanifest: {manifest}", flush=True)
-    return {"output": str(path), "manifest": str(manifest)}
+    return {"condition": condition, "real_identifiers": real}, {"condition": condition}
+
+
+def image_kwargs(cfg: DictConfig, model, n: int) -> tuple[dict, dict]:
+    """labels: null = balanced over classes; a list of class names or indices is cycled over the n images."""
+    import torch
+
+    classes = list(model.hparams.get("classes") or [])
+    kwargs: dict = {}
+    wanted = cfg.get("labels")
+    if wanted is not None:
+        if model.hparams.get("multi_label"):
+            raise ConfigError("labels=... picks classes of a single-label model; this model is multi-label")
+        wanted = [wanted] if isinstance(wanted, (str, int)) else list(wanted)
+        index = []
+        for w in wanted:
+            if str(w) in classes:
+                index.append(classes.index(str(w)))
+            elif isinstance(w, int) and 0 <= w < len(classes):
+                index.append(w)
+            else:
+                raise ConfigError(f"labels: {w!r} is not a class of this model; allowed: {classes}")
+        kwargs["labels"] = torch.tensor(index)[torch.arange(n) % len(index)]
+    for key in ("guidance_scale", "steps", "sampler"):  # diffusion sampling options; a GAN ignores them
+        if cfg.get(key) is not None:
+            kwargs[key] = cfg[key]
+    return kwargs, {"labels": None if wanted is None else [str(w) for w in wanted]}
 
 
 def release(cfg: DictConfig) -> dict:

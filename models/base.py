@@ -21,6 +21,8 @@ class GeneratorModule(L.LightningModule):
     Subclasses implement :meth:`generate` and may put plain data in :meth:`extra_state` / :meth:`load_extra_state`.
     """
 
+    domain = "table"  # what generate() returns: "table" (a DataFrame) or "image" (an ImageSet)
+
     def __init__(self, optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None):
         super().__init__()

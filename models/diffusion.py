@@ -59,6 +59,8 @@ class ConditionalDiffusion(GeneratorModule):
     compile: torch.compile the training net when on CUDA
     """
 
+    domain = "image"
+
     def __init__(
         self,
         image_size: int,

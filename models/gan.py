@@ -138,6 +138,8 @@ class ConditionalGAN(GeneratorModule):
     upwards for small validation sets, and is blind to structure a random network does not encode.
     """
 
+    domain = "image"
+
     def __init__(
         self,
         image_size: int,
@@ -341,6 +343,16 @@ class ConditionalGAN(GeneratorModule):
         self._val["fake"].add(random_features(fake, self._feat_w))
 
     def on_validation_epoch_end(self) -> None:
+        self._log_distance(M.VAL_LOSS)
+
+    # the same distance on the real test split (train.py's `test: true`)
+    on_test_epoch_start = on_validation_epoch_start
+    test_step = validation_step
+
+    def on_test_epoch_end(self) -> None:
+        self._log_distance(M.name("test", "loss"))
+
+    def _log_distance(self, key: str) -> None:
         real, fake = self._val["real"], self._val["fake"]
         if not real.n:
             return
@@ -348,7 +360,7 @@ class ConditionalGAN(GeneratorModule):
             m.reduce(self.trainer.strategy)
         fd = max(frechet_distance(*real.stats(), *fake.stats()), 0.0)
         # identical on every rank after the reduction, so no further sync
-        self.log(M.VAL_LOSS, torch.tensor(fd, dtype=torch.float32), prog_bar=True)
+        self.log(key, torch.tensor(fd, dtype=torch.float32), prog_bar=True)
 
     # ------------------------------------------------------------------------------------------ sampling
     def _cache_grid_source(self, label, params, cond) -> None:

@@ -78,7 +78,8 @@ def log_image(loggers: Sequence[Logger], key: str, image: np.ndarray, out_dir: s
         Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp, format="PNG")
     for lg in loggers:
         if isinstance(lg, WandbLogger):
-            lg.log_image(key=key, images=[image], step=step, caption=[caption] if caption else None)
+            extra = {"caption": [caption]} if caption else {}  # WandbLogger checks every list kwarg's length
+            lg.log_image(key=key, images=[image], step=step, **extra)
     return path
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 from conftest import CONFIG_DIR, compose_cfg
+from image_files import RNG, nifti, png_folder, write_dicom, write_npz
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -14,6 +16,7 @@ from scarce import metrics
 from scarce.runtime import build, build_list
 
 GROUPS = Path(CONFIG_DIR)
+FASHION = "/usr/share/datasets/fashion-mnist"
 
 
 def options(group: str) -> list[str]:
@@ -52,12 +55,39 @@ def test_evaluation_options(tmp_path, evaluation):
     assert build(cfg.evaluation, "evaluation").seeds
 
 
+def datamodule_overrides(datamodule: str, tmp_path: Path, flights_path: Path) -> list[str]:
+    """Each datamodule pointed at a small real or test-written file in its own format."""
+    if datamodule in ("flights", "table"):
+        return [f"datamodule.path={flights_path}"]
+    if datamodule == "medmnist":
+        return [f"datamodule.source.path={write_npz(tmp_path / 'tiny.npz', shape=(8, 8))}"]
+    if datamodule == "image_folder":
+        return [f"datamodule.source.root={png_folder(tmp_path / 'png', n_per_class=(8, 8))}", "datamodule.image_size=8"]
+    if datamodule == "nifti":
+        for c in range(2):
+            for v in range(3):
+                nifti(tmp_path / "nii" / f"c{c}" / f"v{v}.nii.gz", RNG.random((8, 8, 10)).astype(np.float32) + 0.1)
+        return [f"datamodule.source.root={tmp_path / 'nii'}", "datamodule.image_size=8"]
+    if datamodule == "dicom":
+        for c in range(2):
+            for i in range(6):
+                write_dicom(tmp_path / "dcm" / f"c{c}" / f"{i}.dcm", RNG.integers(0, 4000, (8, 8)))
+        return [f"datamodule.source.root={tmp_path / 'dcm'}", "datamodule.image_size=8"]
+    if datamodule == "fashion_mnist" and not Path(FASHION).is_dir():
+        pytest.skip(f"Fashion-MNIST not installed at {FASHION} (make data)")
+    return []
+
+
 @pytest.mark.parametrize("datamodule", options("datamodule"))
 def test_datamodule_options(tmp_path, flights_small_path, datamodule):
-    cfg = compose_cfg("train.yaml", [f"datamodule={datamodule}", f"datamodule.path={flights_small_path}"], tmp_path)
+    overrides = [f"datamodule={datamodule}", *datamodule_overrides(datamodule, tmp_path, flights_small_path)]
+    if datamodule not in ("flights", "table"):  # an image datamodule with an image generator, 8x8 -> 4x4
+        overrides += ["model=diffusion", "model.channel_mults=[1,2]"]
+    cfg = compose_cfg("train.yaml", overrides, tmp_path)
     dm = build(cfg.datamodule, "datamodule")
     model = build(cfg.model, "model", **dm.model_kwargs())
     assert isinstance(dm, L.LightningDataModule) and isinstance(model, L.LightningModule)
+    assert dm.train_size() > 0
 
 
 @pytest.mark.parametrize("name", options("experiment") + [f"hparams_search/{o}" for o in options("hparams_search")]
