@@ -52,13 +52,14 @@ def sample(cfg: DictConfig) -> dict:
     n = check_range("n", cfg.n, 1, integer=True)
     model = load_generator(cfg.ckpt_path)
     is_image = model.domain == "image"
+    output = cfg.get("output") or str(Path(cfg.paths.output_dir) / ("synthetic.npz" if is_image else "synthetic.csv"))
     # a bad output name fails before any sampling
-    image_output_kind(cfg.output) if is_image else table_format(cfg.output, key="output")
+    image_output_kind(output) if is_image else table_format(output, key="output")
     kwargs, extra = image_kwargs(cfg, model, n) if is_image else table_kwargs(cfg, model)
     data = model.generate(n, seed=int(cfg.seed), progress=True, **kwargs)
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
-    path, manifest = write_dataset(data, cfg.output, config=config, checkpoint=cfg.ckpt_path, seed=int(cfg.seed),
+    path, manifest = write_dataset(data, output, config=config, checkpoint=cfg.ckpt_path, seed=int(cfg.seed),
                                    extra=extra)
     print(f"wrote {len(data):,} {'images' if is_image else 'rows'} to {path}\nmanifest: {manifest}", flush=True)
     return {"output": str(path), "manifest": str(manifest)}

@@ -76,3 +76,44 @@ def test_samples_teach_a_classifier_real_digits(tmp_path, model):
     tstr = report["utility"]["TSTR"]["accuracy"]
     assert tstr["ci95"][0] > 0.8, tstr  # chance is 0.5
     assert report["quality"]["nonfinite_values"] == 0 and report["quality"]["classes_missing_in_synthetic"] == []
+
+
+def test_generate_and_evaluate_an_image_run(tmp_path):
+    """train.py -> generate.py (class subset, PNG folder) -> evaluate.py (the run's protocol, and a PNG folder)."""
+    import evaluate as evaluate_entry
+    import generate as generate_entry
+    from scarce.errors import ConfigError
+
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg("train.yaml", ["experiment=digits_diffusion", "trainer.max_epochs=1",
+                                     "++trainer.limit_train_batches=3", "++trainer.limit_val_batches=1",
+                                     "logger=csv", "generate.n=30", "test=false", *QUICK_EVAL], run_dir)
+    _, summary = train(cfg)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+
+    out = tmp_path / "gen" / "threes_and_sevens"
+    gen_cfg = compose_cfg("generate.yaml", [f"ckpt_path={ckpt}", "n=12", "labels=[3,'7']", f"output={out}",
+                                            "steps=5"], tmp_path / "gen")
+    generate_entry.generate(gen_cfg)
+    listed = (out / "labels.csv").read_text().splitlines()[1:]
+    assert len(listed) == 12 and {line.split(",")[1] for line in listed} == {"3", "7"}
+    assert len(list(out.glob("*/*.png"))) == 12
+    manifest = json.loads((out.parent / "threes_and_sevens.manifest.json").read_text())
+    assert manifest["class_counts"]["3"] == 6 and manifest["labels"] == ["3", "7"]
+    for overrides, message in ((["labels=[eleven]"], "labels: 'eleven' is not a class of this model"),
+                               ([f"output={tmp_path / 'x.csv'}"], "images are written to a .npz file or a PNG folder")):
+        bad = compose_cfg("generate.yaml", [f"ckpt_path={ckpt}", "n=4", *overrides], tmp_path / "bad")
+        with pytest.raises(ConfigError, match=message):
+            generate_entry.generate(bad)
+
+    # the run again from its folder: same data, split, protocol and synthetic file -> the same utility numbers
+    again = evaluate_entry.evaluate(compose_cfg("evaluate.yaml", [f"run_dir={run_dir}", "logger=csv"],
+                                                tmp_path / "eval"))
+    first, second = (json.loads(Path(p).read_text())["utility"] for p in (summary["report"], again["report"]))
+    assert first["TSTR"]["accuracy"] == second["TSTR"]["accuracy"]
+    assert first["TRTR"]["accuracy"] == second["TRTR"]["accuracy"]
+    # a PNG folder is evaluated the same way (its class folders map back to the run's classes)
+    png = evaluate_entry.evaluate(compose_cfg("evaluate.yaml", [f"run_dir={run_dir}", "logger=csv",
+                                                                f"synthetic={out}"], tmp_path / "eval_png"))
+    assert json.loads(Path(png["report"]).read_text())["meta"]["rows"]["synthetic"] == 12
