@@ -16,15 +16,19 @@ $(STAMP): pyproject.toml
 	$(UV) pip install --quiet --python $(PY) -e '.[dev]'
 	touch $(STAMP)
 
-# Real image data from Debian: Fashion-MNIST (MIT, 60k+10k). Needs root and apt; elsewhere set
-# SCARCE_FASHION_MNIST to a folder holding the four idx files (the tests that need it say so and skip).
+# Real data from Debian's archive (root + apt-get here and in CI). Each entry is "package:file-it-installs";
+# a missing package is installed, a failed install is a warning (the tests that need it say so and skip).
+# Elsewhere point the loaders at your own copies (see the README's data section).
 FASHION := /usr/share/datasets/fashion-mnist
+APT_DATA := dataset-fashion-mnist:$(FASHION)/t10k-labels-idx1-ubyte.gz
 data:
-	@if [ -f $(FASHION)/t10k-labels-idx1-ubyte.gz ]; then :; \
+	@missing=""; for entry in $(APT_DATA); do pkg=$${entry%%:*}; file=$${entry#*:}; \
+		[ -e "$$file" ] || missing="$$missing $$pkg"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
-		|| echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST runs and tests will be skipped"; \
-	else echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist, or set SCARCE_FASHION_MNIST)"; fi
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null \
+		|| echo "warning: could not install$$missing; runs and tests that need them will be skipped"; \
+	else echo "note: real data packages not installed:$$missing (apt-get install them, or see the README)"; fi
 
 setup: $(STAMP) data
 
