@@ -2,8 +2,9 @@
 
 Hinge loss (Lim & Ye 2017; Miyato et al. 2018) or the non-saturating loss (Goodfellow et al. 2014), a projection
 discriminator with spectral norm (Miyato & Koyama 2018), DiffAugment on everything D sees (Zhao et al. 2020), an
-optional lazy R1 penalty on reals (Mescheder et al. 2018; lazy as in Karras et al. 2020) and an EMA generator
-(Yazici et al. 2019) that validation, grids and :meth:`ConditionalGAN.generate` sample from.
+optional lazy R1 penalty on reals (Mescheder et al. 2018; lazy as in Karras et al. 2020), an optional mode-seeking
+term against per-class collapse (Mao et al. 2019) and an EMA generator (Yazici et al. 2019) that validation, grids
+and :meth:`ConditionalGAN.generate` sample from.
 
 Conditions: a class label (single or multi-label) and/or a parameter vector become one vector per sample (separate
 embeddings for G and D); a condition image (e.g. a simulated projection) enters G at every resolution and D as
@@ -35,6 +36,7 @@ from scarce.errors import ConfigError, DataError, check_choice, check_range
 VAL_SEED = 12345  # latents for validation fakes: fixed, so val/loss moves only when the EMA generator does
 GRID_SEED = 0
 FEATURE_SEED = 0  # weights of the fixed random feature network behind val/loss
+MS_EPS = 1e-5  # MSGAN's epsilon in weight / (ratio + eps)
 
 
 # ---------------------------------------------------------------------------------------------------- losses
@@ -66,6 +68,28 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """R1 = mean over the batch of ||d D(x) / d x||^2 at the reals; differentiable (create_graph) for D's update."""
     (grad,) = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
     return grad.float().pow(2).sum(dim=(1, 2, 3)).mean()
+
+
+def pair_conditions(t: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, ...) -> (B, ...) with entries B//2 .. 2*(B//2)-1 replaced by entries 0 .. B//2-1, so pairs share a condition."""
+    if t is None:
+        return None
+    h = len(t) // 2
+    idx = torch.arange(len(t), device=t.device)
+    idx[h:2 * h] = idx[:h]
+    return t[idx]
+
+
+def mode_seeking_ratio(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """MSGAN's ratio (Mao et al. 2019): mean |G(z1) - G(z2)| / mean |z1 - z2| over the pairs (i, i + B//2).
+
+    With the pairs sharing a condition (:func:`pair_conditions`), a generator that ignores z scores 0; G's loss adds
+    weight / (ratio + eps), so collapse inside a class costs more and more."""
+    h = len(fake) // 2
+    if h == 0:
+        raise ValueError("the mode-seeking term needs a batch of at least 2")
+    num = (fake[:h].float() - fake[h:2 * h].float()).abs().mean()
+    return num / (z[:h] - z[h:2 * h]).abs().mean()
 
 
 class ConditionedNet(nn.Module):
@@ -156,6 +180,7 @@ class ConditionalGAN(GeneratorModule):
         loss: str = "hinge",
         r1_gamma: float = 0.0,
         r1_every: int = 16,
+        mode_seeking: float = 0.0,
         d_steps: int = 1,
         diffaug: str | Sequence[str] | None = "color,translation,cutout",
         ema_decay: float = 0.999,
@@ -178,6 +203,7 @@ class ConditionalGAN(GeneratorModule):
             check_range(f"model.{key}", value, low, integer=True)
         check_choice("model.loss", loss, LOSSES)
         check_range("model.r1_gamma", r1_gamma, 0.0)
+        check_range("model.mode_seeking", mode_seeking, 0.0)
         check_range("model.ema_decay", ema_decay, 0.0, 1.0, high_inclusive=False)
         if multi_label and not num_classes:
             raise ConfigError("model.multi_label=true needs model.num_classes >= 1 (the number of label columns)")
@@ -290,10 +316,19 @@ class ConditionalGAN(GeneratorModule):
             self._d_count += 1
 
         self.toggle_optimizer(opt_g)
-        fake = gen_net(self._z(b), label, params, cond)
+        z = self._z(b)
+        if hp.mode_seeking > 0 and b >= 2:  # pairs (i, i + b//2) share a condition, so only z tells them apart
+            label, params, cond = (pair_conditions(t) for t in (label, params, cond))
+        fake = gen_net(z, label, params, cond)
         g_loss = self.loss_g(self._d(disc_net, fake, label, params, cond))
+        g_total = g_loss
+        if hp.mode_seeking > 0 and b >= 2:
+            ratio = mode_seeking_ratio(fake, z)
+            g_total = g_loss + hp.mode_seeking / (ratio + MS_EPS)
+            self.log(M.name("train", "ms_ratio"), ratio.detach(), on_step=False, on_epoch=True, batch_size=b,
+                     sync_dist=True)
         opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
+        self.manual_backward(g_total)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         self._g_count += 1

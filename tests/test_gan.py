@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.image_set import COND, IMAGE, LABEL, PARAMS
 from models.augment import DiffAugment, parse_policy
 from models.base import load_generator
-from models.gan import ConditionalGAN, hinge_d, hinge_g, nonsaturating_d, nonsaturating_g, r1_penalty
+from models.gan import (ConditionalGAN, hinge_d, hinge_g, mode_seeking_ratio, nonsaturating_d, nonsaturating_g,
+                        pair_conditions, r1_penalty)
 from models.nets.gan import Discriminator, Generator
 from scarce.errors import ConfigError, DataError
 
@@ -227,9 +228,37 @@ def test_r1_penalty_value_and_gradient_path():
     assert r1.item() > 0 and d.blocks[0].c1.parametrizations.weight.original.grad.abs().sum() > 0
 
 
+def test_mode_seeking_pairs_share_conditions_and_ratio_is_exact():
+    labels = torch.tensor([3, 1, 4, 1, 5])
+    assert pair_conditions(labels).tolist() == [3, 1, 3, 1, 5]  # odd batch: the last sample keeps its own
+    assert pair_conditions(None) is None
+    z = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [1.0, 3.0]])  # pairs (0, 2), (1, 3): mean |dz| = (2 + 0 + 0 + 2) / 4 = 1
+    fake = torch.zeros(4, 1, 2, 2)
+    fake[2] = 0.6  # pair (0, 2) differs by 0.6 per pixel, pair (1, 3) not at all: mean |dG| = 0.3
+    assert mode_seeking_ratio(fake, z).item() == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="at least 2"):
+        mode_seeking_ratio(fake[:1], z[:1])
+    with pytest.raises(ConfigError, match="model.mode_seeking=-1"):
+        tiny_gan(mode_seeking=-1.0)
+
+
+def test_mode_seeking_pushes_a_collapsed_generator_apart():
+    g = Generator(8, 1, S, 8)
+    torch.manual_seed(0)
+    z = torch.randn(16, 8)
+    before = mode_seeking_ratio(g(z), z).item()
+    opt = torch.optim.Adam(g.parameters(), lr=1e-2)
+    for _ in range(20):  # the term alone, as G's loss would add it
+        loss = 1.0 / (mode_seeking_ratio(g(z), z) + 1e-5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert mode_seeking_ratio(g(z), z).item() > 2 * before
+
+
 # ------------------------------------------------------------------------------------------ Lightning fits
 def test_fit_steps_both_optimizers_and_ema_tracks_g(tmp_path):
-    model = tiny_gan(r1_gamma=1.0, r1_every=2, ema_decay=0.99, grid_every_n_epochs=1)
+    model = tiny_gan(r1_gamma=1.0, r1_every=2, ema_decay=0.99, grid_every_n_epochs=1, mode_seeking=1.0)
     g0 = [p.detach().clone() for p in model.generator.parameters()]
     d0 = [p.detach().clone() for p in model.discriminator.parameters()]
     ema0 = [p.detach().clone() for p in model.generator_ema.parameters()]
@@ -240,9 +269,9 @@ def test_fit_steps_both_optimizers_and_ema_tracks_g(tmp_path):
     assert any(not torch.equal(a, b.detach()) for a, b in zip(d0, model.discriminator.parameters()))
     ema1 = [p.detach() for p in model.generator_ema.parameters()]
     assert 0 < sq_dist(ema1, g1) < sq_dist(ema0, g1)  # the average moved toward G without becoming it
-    for key in ("train/d_loss", "train/g_loss", "train/r1", "val/loss"):
+    for key in ("train/d_loss", "train/g_loss", "train/r1", "train/ms_ratio", "val/loss"):
         assert torch.isfinite(trainer.callback_metrics[key]), key
-    assert trainer.callback_metrics["val/loss"] > 0
+    assert trainer.callback_metrics["val/loss"] > 0 and trainer.callback_metrics["train/ms_ratio"] > 0
     assert list((tmp_path / "samples").glob("*.png"))  # the sample grid was written
 
 
