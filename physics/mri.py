@@ -237,15 +237,17 @@ def sigma_for_snr(image: torch.Tensor, snr: torch.Tensor, foreground: torch.Tens
 
 def add_noise(kspace: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Complex Gaussian noise with std ``sigma`` (B,) on each real/imaginary component of k-space (B, ...)."""
-    s = sigma.reshape((-1,) + (1,) * (kspace.dim() - 1)).to(kspace.real.dtype)
-    re = torch.randn(kspace.shape, generator=generator, device=kspace.device, dtype=s.dtype)
-    im = torch.randn(kspace.shape, generator=generator, device=kspace.device, dtype=s.dtype)
-    return kspace + torch.complex(re, im) * s
+    # complex randn has variance 1 in total (1/2 per component), hence the sqrt(2)
+    s = (sigma * math.sqrt(2)).reshape((-1,) + (1,) * (kspace.dim() - 1)).to(kspace.real.dtype)
+    noise = torch.randn(kspace.shape, generator=generator, device=kspace.device, dtype=kspace.dtype)
+    return kspace + noise.mul_(s)
 
 
 def rss(coil_images: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Root-sum-of-squares coil combination: (B, C, H, W) complex -> (B, H, W) real."""
-    return coil_images.abs().pow(2).sum(dim).sqrt()
+    # one norm over (coil, real/imaginary): a single pass, cheaper than abs() (hypot) then a second reduction
+    d = dim % coil_images.dim()
+    return torch.linalg.vector_norm(torch.view_as_real(coil_images), dim=(d, -1))
 
 
 # -------------------------------------------------------------------------------------------------- artifacts
@@ -336,19 +338,29 @@ class MRIScanner(nn.Module):
         h, w = fractions.shape[-2:]
         maps = coil_maps(n_coils, (h, w)) if n_coils > 1 else torch.ones(1, h, w, dtype=torch.complex64)
         self.register_buffer("coils", maps)
+        # Centred FFT without the shifts (even sizes): fft2c(x) = s c fft2(c x) with the checkerboard
+        # c = (-1)^(y + x) and s = (-1)^(H/2 + W/2). c is folded into the coil maps; every k-space operation here is
+        # elementwise, so it commutes with the sign pattern, and the magnitude after ifft2 does not see c. Only the
+        # returned k-space is multiplied by s c, to be the true centred k-space.
+        self.shift_free = h % 2 == 0 and w % 2 == 0
+        c = ((torch.arange(h)[:, None] + torch.arange(w)[None]) % 2 * -2 + 1).to(torch.complex64)
+        self.register_buffer("coils_modulated", maps * c, persistent=False)
+        self.register_buffer("kspace_sign", c * (-1) ** (h // 2 + w // 2), persistent=False)
 
     def forward(self, index: torch.Tensor, protocol: MRIProtocol, snr: torch.Tensor | None = None,
                 acceleration: float = 1.0, center_fraction: float = 0.08, mask_kind: str = "random",
                 motion_deg: torch.Tensor | None = None, motion_mm: torch.Tensor | None = None, motion_states: int = 4,
                 bias_strength: torch.Tensor | None = None, ghost_rad: torch.Tensor | None = None,
-                gibbs_keep: float | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                gibbs_keep: float | None = None, generator: torch.Generator | None = None,
+                return_kspace: bool = True) -> dict[str, torch.Tensor]:
         """Simulate slices ``index`` (B,) with ``protocol`` (B entries).
 
         snr (B,): mean foreground magnitude / noise std per component (None = noise free); acceleration and
         center_fraction: Cartesian undersampling along W; motion_deg (B,) / motion_mm (B,): std of per-shot rotation
         (degrees) and translation (mm); bias_strength (B,); ghost_rad (B,) odd-line phase error; gibbs_keep: central
         k-space fraction kept. Returns {"image": (B, H, W) RSS magnitude, "clean": (B, H, W) noise/artifact-free
-        magnitude, "kspace": (B, C, H, W) sampled k-space, "mask": (W,) bool}.
+        magnitude, "kspace": (B, C, H, W) sampled centred k-space (unless ``return_kspace`` is false), "mask": (W,)
+        bool}.
         """
         frac = self.fractions[index.to(self.fractions.device)]  # (B, K, H, W)
         dev = frac.device
@@ -357,25 +369,34 @@ class MRIScanner(nn.Module):
         if bias_strength is not None:
             img = img * bias_field((h, w), bias_strength.to(dev), generator, device=dev)
         clean = img
-        cimg = img.to(torch.complex64)
+        centred = True  # k below is the true centred k-space (else: times the sign pattern s c)
         if motion_deg is not None or motion_mm is not None:
             zeros = torch.zeros(b, device=dev)
             rd = (motion_deg if motion_deg is not None else zeros).to(dev)
             sm = (motion_mm if motion_mm is not None else zeros).to(dev)
             rot = torch.randn(b, motion_states, generator=generator, device=dev) * rd[:, None]
             shift = torch.randn(b, motion_states, 2, generator=generator, device=dev) * sm[:, None, None]
-            k = rigid_motion_kspace(cimg, self.coils, rot, shift, self.spacing_mm, motion_states)
+            k = rigid_motion_kspace(img.to(torch.complex64), self.coils, rot, shift, self.spacing_mm, motion_states)
+        elif self.shift_free:
+            k = torch.fft.fft2(self.coils_modulated * img[:, None], norm="ortho")  # (B, C, H, W)
+            centred = False
         else:
-            k = fft2c(self.coils * cimg[:, None])  # (B, C, H, W)
+            k = fft2c(self.coils * img[:, None].to(torch.complex64))
         if ghost_rad is not None:
             k = ghosting(k, ghost_rad.to(dev))
         if gibbs_keep is not None:
             k = gibbs_truncate(k, gibbs_keep)
+        mask = cartesian_mask(w, acceleration, center_fraction, mask_kind, cpu_generator(generator), device=dev)
+        k = k.index_fill_(-1, torch.nonzero(~mask).flatten(), 0)
         if snr is not None:
             # per-coil sigma = mean / snr: with sum_c |S_c|^2 = 1 the matched-filter combination sum_c conj(S_c) x_c
-            # has exactly this noise std, so the requested SNR is that of the coil-combined image
-            k = add_noise(k, sigma_for_snr(clean, snr.to(dev)), generator)
-        mask = cartesian_mask(w, acceleration, center_fraction, mask_kind, cpu_generator(generator), device=dev)
-        k = k * mask
-        image = rss(ifft2c(k))
-        return {"image": image, "clean": clean, "kspace": k, "mask": mask}
+            # has exactly this noise std, so the requested SNR is that of the coil-combined image. Noise is drawn
+            # only on the acquired lines (drawing Gaussians costs more than the FFTs on a CPU).
+            cols = torch.nonzero(mask).flatten()
+            noise = torch.randn((*k.shape[:-1], len(cols)), dtype=k.dtype, device=dev, generator=generator)
+            sigma = sigma_for_snr(clean, snr.to(dev)) * math.sqrt(2)  # complex randn: variance 1/2 per component
+            k = k.index_add_(-1, cols, noise.mul_(sigma.view(-1, 1, 1, 1).to(noise.real.dtype)))
+        image = rss(ifft2c(k) if centred else torch.fft.ifft2(k, norm="ortho"))
+        if return_kspace and not centred:
+            k = k * self.kspace_sign
+        return {"image": image, "clean": clean, "kspace": k if return_kspace else None, "mask": mask}

@@ -164,3 +164,22 @@ def test_bad_inputs_are_clear_errors():
         mri.relaxation_table(7.0)
     with pytest.raises(DataError, match="empty foreground"):
         mri.sigma_for_snr(torch.ones(1, 4, 4), torch.tensor([10.0]), torch.zeros(1, 4, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("size", [(32, 48), (31, 33)])  # even: the shift-free FFT path; odd: fft2c itself
+def test_scanner_kspace_is_the_true_centred_kspace(size):
+    head = random_head(size, torch.Generator().manual_seed(2))
+    sc = MRIScanner(head["fractions"][None], spacing_mm=3.0, tissues=mri.TISSUES, n_coils=3)
+    assert sc.shift_free == (size[0] % 2 == 0 and size[1] % 2 == 0)
+    p = protocol(0, 600, 12, n=2)
+    out = sc(torch.tensor([0, 0]), p, acceleration=2.0, generator=torch.Generator().manual_seed(0))
+    expected = mri.fft2c(sc.coils * out["clean"][:, None].to(torch.complex64)) * out["mask"]
+    assert torch.allclose(out["kspace"], expected, atol=1e-5)
+    assert torch.allclose(out["image"], mri.rss(mri.ifft2c(expected)), atol=1e-5)
+    # with noise: nothing is added on the lines that were not acquired, and the acquired ones differ
+    noisy = sc(torch.tensor([0, 0]), p, snr=torch.tensor([20.0, 20.0]), acceleration=2.0,
+               generator=torch.Generator().manual_seed(0))
+    assert torch.equal(noisy["mask"], out["mask"])
+    assert (noisy["kspace"][..., ~noisy["mask"]] == 0).all()
+    assert (noisy["kspace"][..., noisy["mask"]] - expected[..., out["mask"]]).abs().mean() > 1e-4
+    assert sc(torch.tensor([0]), protocol(0, 600, 12), return_kspace=False)["kspace"] is None
