@@ -200,6 +200,7 @@ class ImageEvaluation:
                 a, b = f_test[y_test == k], f_syn[y_syn == k]
                 if len(a) >= PER_CLASS_FID_MIN and len(b) >= PER_CLASS_FID_MIN:
                     out["per_class_fid"][name] = fid(a, b)
+            out.update(spread_ratios(f_test, y_test, f_syn, y_syn, classes))
         return out
 
     def privacy(self, x_train: torch.Tensor, x_test: torch.Tensor, x_syn: torch.Tensor, f_train: torch.Tensor,
@@ -319,6 +320,28 @@ def check_inputs(real_train: Pair, real_test: Pair, synthetic: Pair, classes: li
         raise DataError(f"classes={list(classes)}: classification needs at least 2 classes")
 
 
+def spread_ratios(f_real: torch.Tensor, y_real: torch.Tensor, f_syn: torch.Tensor, y_syn: torch.Tensor,
+                  classes: list[str]) -> dict:
+    """Within-class spread of synthetic features over that of real ones: the direct sign of per-class mode collapse.
+
+    A class's spread is the RMS distance of its feature vectors to their class mean. The ratio synthetic / real is 1
+    when the generator varies a class as much as real data does, near 0 when it draws one image per class whatever
+    the noise (FID sees that too, but mixed with everything else). Classes with fewer than 2 images in either set
+    are left out; ``within_class_spread_ratio`` is the mean over the classes kept (None if none).
+    """
+    def spread(f: torch.Tensor) -> float:
+        f = f.double()
+        return float((f - f.mean(0)).pow(2).sum(1).mean().sqrt())
+
+    per_class = {}
+    for k, name in enumerate(classes):
+        a, b = f_real[y_real == k], f_syn[y_syn == k]
+        if len(a) >= 2 and len(b) >= 2 and spread(a) > 0:
+            per_class[name] = spread(b) / spread(a)
+    mean = float(np.mean(list(per_class.values()))) if per_class else None
+    return {"within_class_spread_ratio": mean, "per_class_spread_ratio": per_class}
+
+
 def quality(real_train: Pair, synthetic: Pair, classes: list[str]) -> dict:
     """Non-finite values, value range, blank images and class counts of the synthetic images (as given)."""
     x, y = synthetic
@@ -401,6 +424,10 @@ def to_markdown(report: dict) -> str:
     ]
     if fid_["per_class_fid"]:
         lines += ["", "Per-class FID: " + ", ".join(f"{c} {v:.2f}" for c, v in fid_["per_class_fid"].items())]
+    if fid_.get("within_class_spread_ratio") is not None:
+        lines += ["", f"Within-class spread, synthetic / real test (features): {fid_['within_class_spread_ratio']:.2f} "
+                  "(1 = as varied as real images; well below 1 = per-class mode collapse): "
+                  + ", ".join(f"{c} {v:.2f}" for c, v in fid_["per_class_spread_ratio"].items())]
     lines += [
         "",
         "## Privacy",
@@ -452,6 +479,8 @@ def flat_metrics(report: dict) -> dict[str, float]:
     out["eval/fidelity/kid"] = fid_["kid"]["mean"]
     out["eval/fidelity/fid_reference"] = fid_["fid_reference_real_train_vs_test"]
     out["eval/fidelity/kid_reference"] = fid_["kid_reference_real_train_vs_test"]["mean"]
+    if fid_.get("within_class_spread_ratio") is not None:
+        out["eval/fidelity/within_class_spread_ratio"] = fid_["within_class_spread_ratio"]
     for k in ("feature_nn_ratio", "share_closer_than_holdout_p5", "pixel_nn_ratio", "exact_copies", "near_copies"):
         out[f"eval/privacy/{k}"] = float(report["privacy"][k])
     for k in ("nonfinite_values", "share_outside_range", "constant_images"):

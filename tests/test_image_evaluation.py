@@ -15,8 +15,8 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from evaluation.image_features import InceptionFeatures, TrainedCNNFeatures, load_small_cnn
 from evaluation.image_metrics import fid, kid
-from evaluation.images import (ImageEvaluation, flat_metrics, read_synthetic, to_markdown, utility_rows,
-                               write_report)
+from evaluation.images import (ImageEvaluation, flat_metrics, read_synthetic, spread_ratios, to_markdown,
+                               utility_rows, write_report)
 from models.nets.classifier import SmallCNN
 from scarce.errors import ConfigError, DataError
 from scarce.io import sha256_file
@@ -171,6 +171,26 @@ def test_tstr_learns_from_good_synthetic_and_not_from_shuffled_labels(tmp_path):
     off = fast_eval().run(train, test, shifted, CLASSES, str(tmp_path / "off"))
     assert off["fidelity"]["fid"] > 5 * report["fidelity"]["fid"]
     assert off["fidelity"]["kid"]["mean"] > report["fidelity"]["kid"]["mean"]
+    # a perfect generator varies each class as much as real data does
+    assert 0.8 < report["fidelity"]["within_class_spread_ratio"] < 1.25
+
+
+def test_spread_ratio_sees_per_class_collapse():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(600) % 3
+    real = torch.randn(600, 16, generator=g) + 5 * y[:, None].float()
+    fresh = torch.randn(600, 16, generator=g) + 5 * y[:, None].float()
+    assert spread_ratios(real, y, fresh, y, ["a", "b", "c"])["within_class_spread_ratio"] == pytest.approx(1, abs=0.1)
+    # one image per class plus 5% jitter: the class means are right, the variety is gone
+    collapsed = 5 * y[:, None].float() + torch.randn(3, 16, generator=g)[y] + 0.05 * torch.randn(600, 16, generator=g)
+    out = spread_ratios(real, y, collapsed, y, ["a", "b", "c"])
+    assert out["within_class_spread_ratio"] == pytest.approx(0.05, rel=0.2)
+    assert set(out["per_class_spread_ratio"]) == {"a", "b", "c"}
+    # twice the real spread reads 2; a class with a single synthetic image is left out
+    wide = 5 * y[:, None].float() + 2 * torch.randn(600, 16, generator=g)
+    keep = (y != 2) | (torch.arange(600) == 2)
+    out = spread_ratios(real, y, wide[keep], y[keep], ["a", "b", "c"])
+    assert set(out["per_class_spread_ratio"]) == {"a", "b"} and out["within_class_spread_ratio"] == pytest.approx(2, rel=0.1)
 
 
 def test_report_sections_markdown_flat_metrics_and_copies(tmp_path):
@@ -197,7 +217,7 @@ def test_report_sections_markdown_flat_metrics_and_copies(tmp_path):
     rows = utility_rows(report)
     assert [r[0] for r in rows] == ["real only (TRTR)", "synthetic only (TSTR)", "real + synthetic"]
     md = to_markdown(report)
-    assert "## Fidelity" in md and "exact 5" in md and "Non-finite values: 1" in md
+    assert "## Fidelity" in md and "exact 5" in md and "Non-finite values: 1" in md and "Within-class spread" in md
     j, m = write_report(report, tmp_path)
     assert json.loads(j.read_text())["fidelity"]["fid"] == pytest.approx(report["fidelity"]["fid"])
     assert m.read_text() == md
