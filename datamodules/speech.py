@@ -155,7 +155,7 @@ class SpeechDataModule(L.LightningDataModule):
         log.info("%s", self.describe())
 
     def _speaker_splits(self, data: AudioSet) -> dict[str, list[str]]:
-        names = sorted(set(data.speakers))
+        names = sorted({str(s) for s in data.speakers})
         out: dict[str, list[str]] = {}
         rest = list(names)
         held = self.held["atypical"]
