@@ -151,7 +151,7 @@ class SpeechDataModule(L.LightningDataModule):
         for split, names in self.split_speakers.items():
             self.sets[split] = full.subset(np.flatnonzero(np.isin(speakers, names)))
         self.sets["train"] = self.sets["train"].subset(self._scarce(self.sets["train"]))
-        self.train_speakers = sorted(set(self.sets["train"].speakers))
+        self.train_speakers = sorted({str(s) for s in self.sets["train"].speakers})  # plain str: saved in checkpoints
         log.info("%s", self.describe())
 
     def _speaker_splits(self, data: AudioSet) -> dict[str, list[str]]:

@@ -40,7 +40,7 @@ SETTINGS = {"none": "no augmentation", "generic": "generic (speed + SpecAugment)
             "global": "profile on whole clips (untargeted)", "targeted": "targeted (profile)",
             "learned": "learned augmenter (CVAE)"}
 GROUPS = {"typical": "test", "atypical": "atypical"}
-CLASSIFIER_DEFAULTS = {"width": 32, "steps": 400, "lr": 2e-3, "batch_size": 64}
+CLASSIFIER_DEFAULTS = {"width": 24, "steps": 300, "lr": 2e-3, "batch_size": 32}  # as configs/evaluation/speech.yaml
 GENERIC_RATES = (0.9, 1.1)
 
 
@@ -50,8 +50,8 @@ class SpeechEvaluation:
     learned) with a spectrogram image, and logged to W&B when a run is active."""
 
     def __init__(self, profile: Any, classifier: dict | None = None, seeds: list[int] | tuple[int, ...] = (0, 1, 2),
-                 copies: int = 3, max_synthetic: int | None = None, examples: int = 3, n_mels: int = 40,
-                 hop: int = 160, device: str = "auto", progress: bool = True):
+                 copies: int = 2, max_synthetic: int | None = None, examples: int = 3, n_mels: int = 40,
+                 hop: int = 320, device: str = "auto", progress: bool = True):
         cfg = dict(classifier or {})
         unknown = sorted(set(cfg) - set(CLASSIFIER_DEFAULTS))
         if unknown:

@@ -87,6 +87,15 @@ def test_cvae_learns_reconstructs_and_samples_carry_their_label(tmp_path):
     assert torch.equal(back.mel_stats, model.mel_stats) and back.speakers == ["0", "1"]
     assert np.allclose(back.generate(6, seed=3).waves, model.generate(6, seed=3).waves, atol=1e-5)
 
+    from generate import sample  # the generate.py entry point on this checkpoint: a WAV folder of one class
+
+    cfg = compose_cfg("generate.yaml", [f"ckpt_path={path}", "n=4", "labels=[high]",
+                                        f"output={tmp_path / 'high'}"], tmp_path)
+    out = sample(cfg)
+    table = pd.read_csv(Path(out["output"]) / "labels.csv")
+    assert table["label"].tolist() == ["high"] * 4
+    assert json.loads(Path(out["manifest"]).read_text())["class_counts"]["high"] == 4
+
 
 def test_griffin_lim_inverts_a_log_mel():
     t = torch.arange(N) / SR

@@ -183,6 +183,8 @@ def test_datamodule_speaker_disjoint_splits_with_the_atypical_voice_held_out(voi
     assert (val[SPEAKER] == -1).all()  # held-out speakers do not
     kw = dm.model_kwargs()
     assert kw["num_classes"] == 3 and kw["num_samples"] == 8000 and kw["num_speakers"] == len(spk["train"])
+    # plain Python values only: they are saved as hyperparameters in weights_only checkpoints
+    assert all(type(v) is str for v in kw["speakers"] + kw["classes"]) and type(kw["num_samples"]) is int
 
 
 def test_awkward_files_come_out_right(voices):
