@@ -4,6 +4,7 @@
     python generate.py ckpt_path=... n=500 'condition={origin: JFK}'
     python generate.py ckpt_path=logs/fashion_diffusion/.../last.ckpt n=1000 output=sneakers.npz labels=[Sneaker]
     python generate.py ckpt_path=... n=200 output=samples_png guidance_scale=3 steps=100   # PNG class folders
+    python generate.py ckpt_path=logs/hedgewars_cvae/.../last.ckpt n=100 labels=[Hello] output=hello_wavs
     SCARCE_RELEASE_KEY=... python generate.py mode=release release.input=flights.csv release.output=masked.csv
 """
 
@@ -51,17 +52,28 @@ def sample(cfg: DictConfig) -> dict:
         raise ConfigError("ckpt_path is required in mode=sample: python generate.py ckpt_path=path/to/model.ckpt")
     n = check_range("n", cfg.n, 1, integer=True)
     model = load_generator(cfg.ckpt_path)
-    is_image = model.domain == "image"
-    output = cfg.get("output") or str(Path(cfg.paths.output_dir) / ("synthetic.npz" if is_image else "synthetic.csv"))
+    is_image, is_speech = model.domain == "image", model.domain == "speech"
+    default = "synthetic.npz" if is_image else "synthetic_audio" if is_speech else "synthetic.csv"
+    output = cfg.get("output") or str(Path(cfg.paths.output_dir) / default)
     # a bad output name fails before any sampling
-    image_output_kind(output) if is_image else table_format(output, key="output")
-    kwargs, extra = image_kwargs(cfg, model, n) if is_image else table_kwargs(cfg, model)
+    if is_speech:
+        if Path(output).suffix:
+            raise ConfigError(f"output={output!r}: audio sets are written to a folder (WAV files + labels.csv); "
+                              "give a path without an extension")
+    else:
+        image_output_kind(output) if is_image else table_format(output, key="output")
+    if is_speech:  # labels: as for images, class names or indices cycled over the n clips
+        kwargs, extra = image_kwargs(cfg, model, n)
+        kwargs = {k: v for k, v in kwargs.items() if k == "labels"}
+    else:
+        kwargs, extra = image_kwargs(cfg, model, n) if is_image else table_kwargs(cfg, model)
     data = model.generate(n, seed=int(cfg.seed), progress=True, **kwargs)
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
     path, manifest = write_dataset(data, output, config=config, checkpoint=cfg.ckpt_path, seed=int(cfg.seed),
                                    extra=extra)
-    print(f"wrote {len(data):,} {'images' if is_image else 'rows'} to {path}\nmanifest: {manifest}", flush=True)
+    unit = "images" if is_image else "clips" if is_speech else "rows"
+    print(f"wrote {len(data):,} {unit} to {path}\nmanifest: {manifest}", flush=True)
     return {"output": str(path), "manifest": str(manifest)}
 
 

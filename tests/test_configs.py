@@ -17,6 +17,8 @@ from scarce.runtime import build, build_list
 
 GROUPS = Path(CONFIG_DIR)
 FASHION = "/usr/share/datasets/fashion-mnist"
+HEDGEWARS, ASTERISK = "/usr/share/games/hedgewars/Data/Sounds/voices", "/usr/share/asterisk/sounds"
+SPEECH_DATAMODULES = ("asterisk_digits", "hedgewars", "speech_folder")
 
 
 def options(group: str) -> list[str]:
@@ -73,6 +75,18 @@ def datamodule_overrides(datamodule: str, tmp_path: Path, flights_path: Path) ->
             for i in range(6):
                 write_dicom(tmp_path / "dcm" / f"c{c}" / f"{i}.dcm", RNG.integers(0, 4000, (8, 8)))
         return [f"datamodule.source.root={tmp_path / 'dcm'}", "datamodule.image_size=8"]
+    if datamodule == "speech_folder":
+        import soundfile as sf
+
+        t = np.arange(4000) / 16000
+        for spk in ("a", "b", "c", "d", "e"):
+            for lab, f in (("yes", 300.0), ("no", 500.0)):
+                (tmp_path / "voices" / spk).mkdir(parents=True, exist_ok=True)
+                sf.write(str(tmp_path / "voices" / spk / f"{lab}.wav"), 0.5 * np.sin(2 * np.pi * f * t), 16000)
+        return [f"datamodule.source.root={tmp_path / 'voices'}"]
+    for name, folder in (("hedgewars", HEDGEWARS), ("asterisk_digits", ASTERISK)):
+        if datamodule == name and not Path(folder).is_dir():
+            pytest.skip(f"{folder} not installed (make data)")
     if datamodule == "fashion_mnist" and not Path(FASHION).is_dir():
         pytest.skip(f"Fashion-MNIST not installed at {FASHION} (make data)")
     return []
@@ -81,7 +95,9 @@ def datamodule_overrides(datamodule: str, tmp_path: Path, flights_path: Path) ->
 @pytest.mark.parametrize("datamodule", options("datamodule"))
 def test_datamodule_options(tmp_path, flights_small_path, datamodule):
     overrides = [f"datamodule={datamodule}", *datamodule_overrides(datamodule, tmp_path, flights_small_path)]
-    if datamodule not in ("flights", "table"):  # an image datamodule with an image generator, 8x8 -> 4x4
+    if datamodule in SPEECH_DATAMODULES:  # speech data with the learned speech augmenter
+        overrides += ["model=speech_cvae"]
+    elif datamodule not in ("flights", "table"):  # an image datamodule with an image generator, 8x8 -> 4x4
         overrides += ["model=diffusion", "model.channel_mults=[1,2]"]
     cfg = compose_cfg("train.yaml", overrides, tmp_path)
     dm = build(cfg.datamodule, "datamodule")
