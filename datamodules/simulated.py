@@ -24,7 +24,7 @@ from datamodules.image_set import COND, IMAGE, PARAMS
 from physics import mri
 from physics.anatomy import SliceStack, mni_slices
 from physics.phantoms import INVESALIUS, downsample, load_invesalius
-from physics.xray import DRR, Detector, Pose, kramers_spectrum
+from physics.xray import DRR, METHODS, Detector, Pose, kramers_spectrum
 from scarce.errors import ConfigError, check_choice, check_range
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class SimulatedMRIDataModule(SimulatedDataModule):
         acc = float(uniform(g, self.acceleration, 1, device))  # one mask per batch (k-space lines are shared)
         mm, deg, bias = (uniform(g, r, n, device) for r in (self.motion_mm, self.motion_deg, self.bias))
         out = scanner(idx, p, snr=snr, acceleration=acc, motion_deg=deg, motion_mm=mm, bias_strength=bias,
-                      generator=g)
+                      generator=g, return_kspace=False)
         sim = to_unit(out["image"])[:, None]
         params = torch.cat([p.vector(), torch.stack([snr / 100, torch.full_like(snr, acc / 8), mm / 5], 1)], 1)
         batch = {PARAMS: params, MASK: self.labels().to(device)[idx]}
@@ -251,10 +251,12 @@ class SimulatedXRayDataModule(SimulatedDataModule):
     IMAGE: the realistic radiograph (polychromatic Kramers spectrum at kvp, Poisson noise at photons, scatter,
     blur), log-scaled to [-1, 1]; COND: the bone footprint (projected bone mask, mm / 50, to [-1, 1]); MASK: the
     footprint label map; PARAMS: (kvp / 150, log10 photons / 6, rotations / pi, scatter). The CT is block-averaged
-    by ``ct_factor`` (4: 64 x 64 x 27 voxels of 3.8 x 3.8 x 6 mm) to keep CPU runs small.
+    by ``ct_factor`` (4: 64 x 64 x 27 voxels of 3.8 x 3.8 x 6 mm) to keep CPU runs small. method / n_samples: the
+    DRR projector (:class:`physics.xray.DRR`; n_samples counts only for "trilinear").
     """
 
     def __init__(self, path: str = str(INVESALIUS), image_size: int = 64, ct_factor: int = 4, n_samples: int = 96,
+                 method: str = "joseph",
                  sdd_mm: float = 1000.0, sod_mm: float = 700.0, kvp=(60.0, 120.0), photons=(1e3, 1e5),
                  rotation_deg=(-30.0, 30.0), tilt_deg=(-5.0, 5.0), scatter=(0.0, 0.3), blur_mm=1.0,
                  batch_size: int = 16, train_batches: int = 50, val_batches: int = 2, test_batches: int = 2,
@@ -264,6 +266,7 @@ class SimulatedXRayDataModule(SimulatedDataModule):
         self.image_size = check_range("datamodule.image_size", image_size, 8, integer=True)
         self.ct_factor = check_range("datamodule.ct_factor", ct_factor, 1, integer=True)
         self.n_samples = check_range("datamodule.n_samples", n_samples, 2, integer=True)
+        self.method = check_choice("datamodule.method", method, METHODS)
         self.sdd_mm, self.sod_mm = float(sdd_mm), float(sod_mm)
         self.kvp = check_pair("datamodule.kvp", kvp, 20.0, 150.0)
         self.photons = check_pair("datamodule.photons", photons, 1.0)
@@ -286,7 +289,8 @@ class SimulatedXRayDataModule(SimulatedDataModule):
         # the detector covers the magnified head: pixel = extent x (sdd / sod) / size, with a 10% margin
         pixel = 1.1 * extent * self.sdd_mm / self.sod_mm / self.image_size
         det = Detector(self.sdd_mm, self.sod_mm, self.image_size, self.image_size, pixel)
-        self.drr = DRR(torch.from_numpy(hu), spacing, det, self.n_samples, labels=torch.from_numpy(bone).long())
+        self.drr = DRR(torch.from_numpy(hu), spacing, det, self.n_samples, labels=torch.from_numpy(bone).long(),
+                       method=self.method)
         log.info("simulated X-ray: CT %s at %s mm, detector %dx%d at %.2f mm", hu.shape, spacing, self.image_size,
                  self.image_size, pixel)
 

@@ -245,9 +245,10 @@ def add_noise(kspace: torch.Tensor, sigma: torch.Tensor, generator: torch.Genera
 
 def rss(coil_images: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Root-sum-of-squares coil combination: (B, C, H, W) complex -> (B, H, W) real."""
-    # one norm over (coil, real/imaginary): a single pass, cheaper than abs() (hypot) then a second reduction
-    d = dim % coil_images.dim()
-    return torch.linalg.vector_norm(torch.view_as_real(coil_images), dim=(d, -1))
+    # squares of the real/imaginary parts, summed: half the time of abs() (hypot) and of linalg.vector_norm over
+    # (coil, re/im) on CPU (measured on 8 x 8 x 256 x 256)
+    r = torch.view_as_real(coil_images)
+    return (r * r).sum(-1).sum(dim).sqrt()
 
 
 # -------------------------------------------------------------------------------------------------- artifacts

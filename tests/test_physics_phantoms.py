@@ -169,3 +169,23 @@ def test_real_head_ct_loads_in_hounsfield_units():
     assert v.data.shape == (256, 256, 108) and v.spacing_mm[2] == 1.5
     assert v.data.min() == -1024 and np.percentile(v.data, 99.5) > 1000  # air and bone are there
     assert ct["masks"] and ct["masks"][0].shape == v.data.shape
+
+
+def test_bad_invesalius_projects_are_clear_errors(tmp_path):
+    hu = np.full((6, 5, 4), -1000, np.int16)
+    with pytest.raises(DataError, match=r"voxel spacing \[0.5, 0.0, 2.0\] mm is not allowed"):
+        phantoms.load_invesalius(write_inv3(tmp_path / "flat.inv3", hu, spacing=(0.5, 0.0, 2.0)))
+    # a raw matrix shorter than main.plist says (a truncated export)
+    path = write_inv3(tmp_path / "ok.inv3", hu)
+    with tarfile.open(path, "r:gz") as tar:
+        blobs = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    blobs["tmpdir/matrix.dat"] = blobs["tmpdir/matrix.dat"][:-10]
+    with tarfile.open(tmp_path / "short.inv3", "w:gz") as tar:
+        for name, blob in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    with pytest.raises(DataError, match=r"matrix.dat holds 115 values; main.plist says \(4, 5, 6\)"):
+        phantoms.load_invesalius(tmp_path / "short.inv3")
+    with pytest.raises(DataError, match="no such file"):
+        phantoms.load_invesalius(tmp_path / "missing.inv3")
