@@ -21,20 +21,13 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # models/, datamodules/, s
 export PYTHONUNBUFFERED=1
 
 fail() { echo "gpu_images.sh: error: $*" >&2; exit 1; }
+source "$ROOT/bench/gpu_lib.sh"  # install_wheels, bench_outputs, run_bench
 
 command -v "$PYTHON" >/dev/null || fail "no '$PYTHON' on PATH (set PYTHON=...)"
 command -v nvidia-smi >/dev/null || fail "nvidia-smi not found: this script needs an NVIDIA GPU machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || fail "nvidia-smi sees no GPU"
 
-if [[ -n "${WHEELS:-}" ]]; then
-  [[ -d "$WHEELS" ]] || fail "WHEELS=$WHEELS is not a folder"
-  shopt -s nullglob
-  wheels=("$WHEELS"/*.whl)
-  ((${#wheels[@]})) || fail "WHEELS=$WHEELS holds no .whl files"
-  echo "installing ${#wheels[@]} wheels from $WHEELS (no index)"
-  PIP_BREAK_SYSTEM_PACKAGES=1 "$PYTHON" -m pip install --quiet --no-index --find-links "$WHEELS" "${wheels[@]}" \
-    || fail "pip could not install the wheels in $WHEELS"
-fi
+install_wheels
 
 # Fail before any timing when CUDA or a package the models need is missing (the reference sampler is optional).
 "$PYTHON" - <<'EOF' || fail "pre-flight check failed (the line above says why; carry missing packages as wheels, WHEELS=<folder>)"
@@ -53,21 +46,7 @@ except ImportError as e:
     print(f"note: denoising-diffusion-pytorch not importable ({e}); only our sampler will be timed")
 EOF
 
-if [[ -n "${OUT:-}" ]]; then
-  mkdir -p "$OUT"
-  json="$OUT/image_models_gpu.json"
-  log="$OUT/gpu_images.log"
-else
-  json="$ROOT/bench/results/image_models_gpu.json"
-  log=/dev/null
-fi
+bench_outputs image_models_gpu.json gpu_images.log
 
-status=0
-timeout --signal=TERM --kill-after=15 "$LIMIT_S" \
-  "$PYTHON" -u bench/image_models.py --gpu --output "$json" "$@" 2>&1 | tee "$log" || status=$?
-if ((status == 124)); then
-  fail "bench/image_models.py --gpu ran past LIMIT_S=$LIMIT_S s and was stopped"
-elif ((status != 0)); then
-  fail "bench/image_models.py --gpu exited with status $status (see the output above${OUT:+ and $log})"
-fi
+run_bench "bench/image_models.py --gpu" bench/image_models.py --gpu --output "$json" "$@"
 echo "gpu_images.sh: wrote $json"

@@ -26,6 +26,7 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # physics/, scarce/ withou
 export PYTHONUNBUFFERED=1
 
 fail() { echo "gpu_physics.sh: error: $*" >&2; exit 1; }
+source "$ROOT/bench/gpu_lib.sh"  # install_wheels, bench_outputs, run_bench
 
 device=cuda
 for ((i = 1; i <= $#; i++)); do
@@ -40,14 +41,7 @@ if [[ "$device" == cuda ]]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || fail "nvidia-smi sees no GPU"
 fi
 
-if [[ -n "${WHEELS:-}" ]]; then
-  [[ -d "$WHEELS" ]] || fail "WHEELS=$WHEELS is not a folder"
-  shopt -s nullglob
-  wheels=("$WHEELS"/*.whl)
-  ((${#wheels[@]})) || fail "WHEELS=$WHEELS holds no .whl files"
-  PIP_BREAK_SYSTEM_PACKAGES=1 "$PYTHON" -m pip install --quiet --no-index --find-links "$WHEELS" "${wheels[@]}" \
-    || fail "pip could not install the wheels in $WHEELS"
-fi
+install_wheels
 
 # Fail before any timing when CUDA or a package the simulators need is missing.
 DEVICE=$device "$PYTHON" - <<'EOF' || fail "pre-flight check failed (the line above says why; carry missing packages as wheels, WHEELS=<folder>)"
@@ -62,21 +56,7 @@ if os.environ["DEVICE"] == "cuda" and not torch.cuda.is_available():
 print(f"torch {torch.__version__} on {torch.cuda.get_device_name() if os.environ['DEVICE'] == 'cuda' else 'cpu'}")
 EOF
 
-if [[ -n "${OUT:-}" ]]; then
-  mkdir -p "$OUT"
-  json="$OUT/physics_gpu.json"
-  log="$OUT/gpu_physics.log"
-else
-  json="$ROOT/bench/results/physics_gpu.json"
-  log=/dev/null
-fi
+bench_outputs physics_gpu.json gpu_physics.log
 
-status=0
-timeout --signal=TERM --kill-after=15 "$LIMIT_S" \
-  "$PYTHON" -u bench/physics.py --gpu --ct "$CT" --out "$json" "$@" 2>&1 | tee "$log" || status=$?
-if ((status == 124)); then
-  fail "bench/physics.py --gpu ran past LIMIT_S=$LIMIT_S s and was stopped"
-elif ((status != 0)); then
-  fail "bench/physics.py --gpu exited with status $status (see the output above${OUT:+ and $log})"
-fi
+run_bench "bench/physics.py --gpu" bench/physics.py --gpu --ct "$CT" --out "$json" "$@"
 echo "gpu_physics.sh: wrote $json"
