@@ -21,6 +21,16 @@ $(STAMP): pyproject.toml
 # Elsewhere point the loaders at your own copies (see the README's data section).
 FASHION := /usr/share/datasets/fashion-mnist
 APT_DATA := dataset-fashion-mnist:$(FASHION)/t10k-labels-idx1-ubyte.gz
+# physics: Colin27 T1 + AAL atlas (MRI sim->real), a real head CT (X-ray DRRs)
+APT_DATA += mricron-data:/usr/share/mricron/templates/aal.nii.gz
+APT_DATA += invesalius-examples:/usr/share/doc/invesalius-examples/examples/Cranium.inv3
+# speech: 15 hedgewars voice packs (phrases), Asterisk digit prompts in 5 voices (en, es, fr, it, ru)
+APT_DATA += hedgewars-data:/usr/share/games/hedgewars/Data/Sounds/voices/Default/Hello.ogg
+APT_DATA += asterisk-core-sounds-en-wav:/usr/share/asterisk/sounds/en_US_f_Allison/digits/0.wav
+APT_DATA += asterisk-core-sounds-es-wav:/usr/share/asterisk/sounds/es_MX_f_Allison/digits/0.wav
+APT_DATA += asterisk-core-sounds-fr-wav:/usr/share/asterisk/sounds/fr_CA_f_June/digits/0.wav
+APT_DATA += asterisk-core-sounds-it-wav:/usr/share/asterisk/sounds/it_IT_m_Carlo/digits/0.wav
+APT_DATA += asterisk-core-sounds-ru-wav:/usr/share/asterisk/sounds/ru_RU_f_IvrvoiceRU/digits/0.wav
 data:
 	@missing=""; for entry in $(APT_DATA); do pkg=$${entry%%:*}; file=$${entry#*:}; \
 		[ -e "$$file" ] || missing="$$missing $$pkg"; done; \
