@@ -105,6 +105,10 @@ def write_images_png(data, path: str | Path) -> Path:
 def _describe(data: Any) -> dict:
     if isinstance(data, pd.DataFrame):
         return {"rows": int(len(data)), "columns": list(map(str, data.columns))}
+    if hasattr(data, "waves"):
+        from speech.audio import describe_audio_set
+
+        return describe_audio_set(data)
     counts = (data.labels.sum(0) if data.multi_label else np.bincount(data.labels, minlength=len(data.classes)))
     return {"images": int(len(data)), "image_shape": list(data.images.shape[1:]), "dtype": str(data.images.dtype),
             "classes": list(data.classes), "class_counts": dict(zip(data.classes, map(int, counts)))}
@@ -118,6 +122,11 @@ def write_dataset(data: Any, output: str | Path, *, config: dict, checkpoint: st
     if isinstance(data, pd.DataFrame):
         path = write_table(data, output, key="output")
         digest = sha256_file(path)
+    elif hasattr(data, "waves") and hasattr(data, "sample_rate"):  # speech: an AudioSet -> WAV folder + labels.csv
+        from speech.audio import LABELS_CSV, write_audio_set
+
+        path = write_audio_set(data, output)
+        digest = sha256_file(path / LABELS_CSV)
     elif hasattr(data, "images") and hasattr(data, "labels"):
         kind = image_output_kind(output)
         path = write_images_npz(data, output) if kind == "npz" else write_images_png(data, output)

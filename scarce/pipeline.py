@@ -61,6 +61,11 @@ def preview(data: Any, loggers: Sequence[Logger], out_dir: Path) -> None:
     if isinstance(data, pd.DataFrame):
         log_table(loggers, "synthetic/sample", data.head(SAMPLE_TABLE_ROWS))
         return
+    if hasattr(data, "waves"):  # speech: a few clips to listen to and their spectrograms
+        from speech.media import preview_audio
+
+        log.info("synthetic audio preview: %s", preview_audio(data, loggers, out_dir))
+        return
     import torch
 
     from models.visuals import image_grid
