@@ -245,10 +245,14 @@ def add_noise(kspace: torch.Tensor, sigma: torch.Tensor, generator: torch.Genera
 
 def rss(coil_images: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Root-sum-of-squares coil combination: (B, C, H, W) complex -> (B, H, W) real."""
-    # squares of the real/imaginary parts, summed: half the time of abs() (hypot) and of linalg.vector_norm over
-    # (coil, re/im) on CPU (measured on 8 x 8 x 256 x 256)
-    r = torch.view_as_real(coil_images)
-    return (r * r).sum(-1).sum(dim).sqrt()
+    # squares of the real/imaginary parts accumulated coil by coil into one buffer (addcmul_), then summed over
+    # re/im: 4x faster than squaring the whole array and reducing over the coil axis, which was itself half the
+    # time of abs() (hypot) and of linalg.vector_norm over (coil, re/im) on CPU (measured on 8 x 256 x 256)
+    parts = torch.view_as_real(coil_images).unbind(dim if dim >= 0 else dim - 1)
+    acc = parts[0].square()
+    for q in parts[1:]:
+        acc = acc.addcmul_(q, q)
+    return acc.sum(-1).sqrt_()
 
 
 # -------------------------------------------------------------------------------------------------- artifacts
@@ -378,6 +382,11 @@ class MRIScanner(nn.Module):
             rot = torch.randn(b, motion_states, generator=generator, device=dev) * rd[:, None]
             shift = torch.randn(b, motion_states, 2, generator=generator, device=dev) * sm[:, None, None]
             k = rigid_motion_kspace(img.to(torch.complex64), self.coils, rot, shift, self.spacing_mm, motion_states)
+        elif self.shift_free and ghost_rad is None and gibbs_keep is None:
+            mask = cartesian_mask(w, acceleration, center_fraction, mask_kind, cpu_generator(generator), device=dev)
+            sigma = None if snr is None else sigma_for_snr(clean, snr.to(dev)) * math.sqrt(2)
+            image, k = self.acquire(img, mask, sigma, generator, return_kspace)
+            return {"image": image, "clean": clean, "kspace": k, "mask": mask}
         elif self.shift_free:
             k = torch.fft.fft2(self.coils_modulated * img[:, None], norm="ortho")  # (B, C, H, W)
             centred = False
@@ -401,3 +410,48 @@ class MRIScanner(nn.Module):
         if return_kspace and not centred:
             k = k * self.kspace_sign
         return {"image": image, "clean": clean, "kspace": k if return_kspace else None, "mask": mask}
+
+    def acquire(self, img: torch.Tensor, mask: torch.Tensor, sigma: torch.Tensor | None,
+                generator: torch.Generator | None = None, return_kspace: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Coil images -> undersampled noisy k-space -> RSS image, doing only the transforms that are needed.
+
+        img (B, H, W) real image (even H, W); mask (W,) acquired phase-encode lines; sigma (B,) std of the complex
+        noise (sqrt 2 x the per-component std, as for complex randn) or None. Returns the (B, H, W) RSS image and,
+        with ``return_kspace``, the (B, C, H, W) centred k-space (zero on the lines not acquired).
+
+        Computes ifft2(mask * fft2(S c x) + noise) (c: the sign pattern of __init__). Without returned k-space it
+        is pruned: fft2 = fft along H of fft along W, the mask zeroes whole columns and ifft_H(fft_H(Y) + N) =
+        Y + ifft_H(N), so only the W-transforms of the whole array and the H-transform of the noise on the acquired
+        columns remain. The noise is drawn as in the unpruned path (same generator stream and layout), so both give
+        the same images. On the CPU the batch goes slice by slice: each slice's arrays stay in cache and the
+        allocator reuses them instead of page-faulting fresh batch-sized buffers (2x faster on 8 x 8 x 256 x 256).
+        """
+        b, h, w = img.shape
+        c = self.coils.shape[0]
+        cols = torch.nonzero(mask).flatten()
+        uncols = torch.nonzero(~mask).flatten()
+        image = img.new_empty(b, h, w)
+        k = torch.empty((b, c, h, w), dtype=torch.complex64, device=img.device) if return_kspace else None
+        step = 1 if img.device.type == "cpu" else b
+        for s in range(0, b, step):
+            e = min(s + step, b)
+            x = self.coils_modulated * img[s:e, None]  # (n, C, H, W)
+            noise = None
+            if sigma is not None:
+                # complex Gaussian noise on the acquired lines only (per-coil sigma: see forward); slice after
+                # slice, the generator stream is that of one (B, C, H, W_acquired) draw
+                noise = torch.randn((e - s, c, h, len(cols)), dtype=torch.complex64, device=img.device,
+                                    generator=generator).mul_(sigma[s:e].to(torch.float32).view(-1, 1, 1, 1))
+            if return_kspace:  # the full k-space is needed anyway: pruning the H-transforms measured slower here
+                ks = torch.fft.fft2(x, norm="ortho").index_fill_(-1, uncols, 0)
+                if noise is not None:
+                    ks.index_add_(-1, cols, noise)
+                torch.mul(ks, self.kspace_sign, out=k[s:e])
+                image[s:e] = rss(torch.fft.ifft2(ks, norm="ortho"))
+                continue
+            y = torch.fft.fft(x, dim=-1, norm="ortho")
+            if noise is not None:
+                y.index_add_(-1, cols, torch.fft.ifft(noise, dim=-2, norm="ortho"))
+            image[s:e] = rss(torch.fft.ifft(y.index_fill_(-1, uncols, 0), dim=-1, norm="ortho"))
+        return image, k

@@ -183,3 +183,48 @@ def test_scanner_kspace_is_the_true_centred_kspace(size):
     assert (noisy["kspace"][..., ~noisy["mask"]] == 0).all()
     assert (noisy["kspace"][..., noisy["mask"]] - expected[..., out["mask"]]).abs().mean() > 1e-4
     assert sc(torch.tensor([0]), protocol(0, 600, 12), return_kspace=False)["kspace"] is None
+
+
+@pytest.mark.parametrize("kind", ["random", "equispaced"])
+def test_scanner_pruned_transforms_equal_plain_fft2c(kind):
+    # the scanner skips/prunes H-transforms and works slice by slice; the plain centred FFTs must give the same
+    # k-space and images, noise included (same generator stream: the mask, then the noise on the acquired lines)
+    head = random_head((48, 64), torch.Generator().manual_seed(4))
+    sc = MRIScanner(head["fractions"][None], spacing_mm=3.0, tissues=mri.TISSUES, n_coils=3)
+    p, snr, idx = protocol(1, 20, 4, 0, 25, n=2), torch.tensor([12.0, 25.0]), torch.tensor([0, 0])
+    outs = {rk: sc(idx, p, snr=snr, acceleration=3.0, mask_kind=kind, generator=torch.Generator().manual_seed(7),
+                   return_kspace=rk) for rk in (True, False)}
+    g = torch.Generator().manual_seed(7)
+    mask = mri.cartesian_mask(64, 3.0, 0.08, kind, g)
+    cols = torch.nonzero(mask).flatten()
+    clean = outs[True]["clean"]
+    sigma = mri.sigma_for_snr(clean, snr) * math.sqrt(2)
+    noise = torch.randn((2, 3, 48, len(cols)), dtype=torch.complex64, generator=g) * sigma.view(-1, 1, 1, 1)
+    k = mri.fft2c(sc.coils * clean[:, None].to(torch.complex64)) * mask
+    k[..., cols] += noise * sc.kspace_sign[:, cols]  # drawn in the scanner's uncentred frame: a +-1 pattern apart
+    image = mri.rss(mri.ifft2c(k))
+    assert torch.equal(outs[True]["mask"], mask) and torch.equal(outs[False]["mask"], mask)
+    assert torch.allclose(outs[True]["kspace"], k, atol=1e-6 * k.abs().max())
+    for rk in (True, False):
+        assert outs[rk]["image"].dtype == torch.float32
+        assert torch.allclose(outs[rk]["image"], image, atol=1e-5 * image.max())
+
+
+def test_scanner_noise_only_on_acquired_lines_at_the_requested_snr():
+    head = random_head((64, 64), torch.Generator().manual_seed(5))
+    sc = MRIScanner(head["fractions"][None], spacing_mm=3.0, tissues=mri.TISSUES, n_coils=4)
+    p, snr, idx = protocol(0, 600, 12, n=2), torch.tensor([10.0, 30.0]), torch.tensor([0, 0])
+    run = lambda **kw: sc(idx, p, acceleration=2.0, generator=torch.Generator().manual_seed(3), **kw)
+    noisy, clean = run(snr=snr), run()
+    mask = noisy["mask"]
+    assert torch.equal(mask, clean["mask"]) and mask.sum() == 32
+    d = noisy["kspace"] - clean["kspace"]
+    assert (d[..., ~mask] == 0).all()
+    sigma = mri.sigma_for_snr(noisy["clean"], snr)  # per real/imaginary component, per coil
+    acquired = torch.view_as_real(d[..., mask]).flatten(1)  # (B, 2 x 4 coils x 64 x 32)
+    assert torch.allclose(acquired.std(1), sigma, rtol=0.03)
+    assert (acquired.mean(1).abs() < 0.03 * sigma).all()
+    # the image-only path (which never forms k-space) draws the same noise and gives the same image
+    only = run(snr=snr, return_kspace=False)["image"]
+    assert torch.allclose(only, noisy["image"], atol=1e-5 * only.max())
+    assert (only - clean["image"]).abs().mean() > 0.1 * sigma.min()
