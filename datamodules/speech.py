@@ -65,7 +65,11 @@ def atypicality(waves: torch.Tensor, speakers: np.ndarray, sample_rate: int) -> 
 
     Statistics per clip: mean and std over loud frames of the 40-band log-mel spectrum; a speaker's vector is its
     clips' mean; each dimension is z-scored by the median and the median absolute deviation over speakers; the score
-    is the RMS z over dimensions. Heavily processed or unusual voices (pitch, timbre, rate) score high."""
+    is the RMS z over dimensions. Heavily processed or unusual voices (pitch, timbre, rate) score high.
+
+    A dimension's MAD is floored at half the median MAD over dimensions: bands where most speakers sit at the same
+    value (empty bands of band-limited 8 kHz recordings, all at the log floor) would otherwise give near-zero MADs and
+    let one speaker's faint noise there outweigh every real difference."""
     from speech.mel import LogMel
 
     mel = LogMel(sample_rate)(waves)  # (N, 40, frames)
@@ -79,7 +83,8 @@ def atypicality(waves: torch.Tensor, speakers: np.ndarray, sample_rate: int) -> 
     names = sorted(set(speakers.tolist()))
     per = np.stack([feats[speakers == s].mean(0) for s in names])
     med = np.median(per, 0)
-    mad = np.median(np.abs(per - med), 0) * 1.4826 + 1e-6
+    mad = np.median(np.abs(per - med), 0) * 1.4826
+    mad = np.maximum(mad, 0.5 * float(np.median(mad)) + 1e-6)
     z = (per - med) / mad
     return {s: float(np.sqrt((z[i] ** 2).mean())) for i, s in enumerate(names)}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scarce.errors import DataError, check_range
+from scarce.errors import ConfigError, DataError, check_range
 from speech.audio import AUDIO_SUFFIXES, check_rate, clean, read_audio
 
 log = logging.getLogger(__name__)
@@ -81,13 +81,20 @@ def _select(clips: RawClips, idx: np.ndarray) -> RawClips:
 class FolderSource:
     """``<root>/<speaker>/[<subdir>/]<label>.<ext>``: one folder per speaker, one file per label.
 
-    speakers: glob of speaker folder names; labels: keep only these (None = all); min_speakers: keep labels spoken
-    by at least this many speakers; skip_bad: leave unreadable files out with a warning instead of failing.
+    speakers: glob of speaker folder names; same_speaker: folder -> speaker name, for folders recorded by one person
+    (the Asterisk en_US and es_MX prompts are both Allison), so that splits by speaker keep them together; labels:
+    keep only these (None = all); min_speakers: keep labels spoken by at least this many speakers; skip_bad: leave
+    unreadable files out with a warning instead of failing.
     """
 
     def __init__(self, root: str, speakers: str = "*", subdir: str | None = None, labels: list[str] | None = None,
-                 min_speakers: int = 1, skip_bad: bool = False):
+                 min_speakers: int = 1, skip_bad: bool = False, same_speaker: dict[str, str] | None = None):
         self.root, self.speaker_glob, self.subdir = Path(root), speakers, subdir
+        same_speaker = dict(same_speaker or {})
+        bad = {k: v for k, v in same_speaker.items() if not isinstance(v, str) or not v}
+        if bad:
+            raise ConfigError(f"datamodule.source.same_speaker={bad} is not allowed; expected folder: speaker name")
+        self.same_speaker = {str(k): v for k, v in same_speaker.items()}
         self.labels = None if labels is None else [str(x) for x in labels]
         self.min_speakers = check_range("datamodule.source.min_speakers", min_speakers, 1, integer=True)
         self.skip_bad = skip_bad
@@ -111,6 +118,11 @@ class FolderSource:
                     speakers.append(spk.name)
         if not files:
             raise DataError(f"datamodule.source: no {'/'.join(AUDIO_SUFFIXES)} files under {self.describe()}")
+        unknown = sorted(set(self.same_speaker) - set(speakers))
+        if unknown:  # a pack not installed here, or a typo: say so, but read what is there
+            log.warning("datamodule.source.same_speaker: no speaker folders %s under %s; found %s", unknown,
+                        self.describe(), sorted(set(speakers)))
+        speakers = [self.same_speaker.get(s, s) for s in speakers]
         idx = _filter_labels(labels, speakers, self.labels, self.min_speakers)
         if not len(idx):
             raise DataError(f"datamodule.source: none of the labels {self.labels} occur in {self.describe()} "

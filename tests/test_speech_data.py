@@ -4,6 +4,7 @@ splits and scarcity, and the audio set writer."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -142,6 +143,26 @@ def test_uaspeech_layout_with_word_list(tmp_path):
         UASpeechSource(str(tmp_path)).read(SR)
 
 
+def test_folders_of_one_speaker_stay_in_one_split(tmp_path, caplog):
+    # two folders recorded by the same person (as Asterisk's en_US and es_MX Allison): one speaker, never split
+    root = speaker_folders(tmp_path / "voices", {"en_A": 1.0, "es_A": 1.05, "fr_B": 1.1, "it_C": 1.2, "ru_D": 1.3},
+                           {"1": 300.0, "2": 500.0})
+    same = {"en_A": "A", "es_A": "A"}
+    clips = FolderSource(str(root), same_speaker=same).read(SR)
+    assert sorted(set(clips.speakers)) == ["A", "fr_B", "it_C", "ru_D"] and clips.speakers.count("A") == 4
+    for seed in range(6):
+        dm = SpeechDataModule(FolderSource(str(root), same_speaker=same), duration_s=0.5, atypical_speakers=0,
+                              test_speakers=2, val_speakers=0, split_seed=seed)
+        dm.setup()
+        holders = [s for s in ("train", "test") if "A" in set(dm.real(s).speakers)]
+        assert len(holders) == 1 and (dm.real(holders[0]).speakers == "A").sum() == 4
+    with caplog.at_level(logging.WARNING, logger="datamodules.speech_readers"):
+        assert sorted(set(FolderSource(str(root), same_speaker={"de_A": "A"}).read(SR).speakers))[0] == "en_A"
+    assert "no speaker folders ['de_A']" in caplog.text
+    with pytest.raises(ConfigError, match="same_speaker="):
+        FolderSource(str(root), same_speaker={"en_A": ""})
+
+
 # ---------------------------------------------------------------------------------------------- datamodule
 @pytest.fixture(scope="module")
 def voices(tmp_path_factory) -> Path:
@@ -251,3 +272,25 @@ def test_write_audio_set_round_trip(tmp_path):
     with pytest.raises(ConfigError, match="written to a folder"):
         write_audio_set(data, tmp_path / "syn.wav")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+
+def test_atypicality_is_not_ruled_by_a_band_empty_for_most_speakers():
+    # 8 kHz-like voices: no energy above 4 kHz except a faint hiss in one voice (at 16 kHz); the voice with the
+    # clearly different pitch must still rank first (a near-zero MAD in the empty bands used to make the hiss win)
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(SR // 2) / SR
+    waves, speakers = [], []
+    for s in range(6):
+        f = 150.0 * (1 + 0.02 * s) if s != 4 else 600.0
+        for k in range(2):
+            w = 0.5 * torch.sin(2 * math.pi * f * t)
+            if s == 5:  # faint hiss confined to 6-7 kHz
+                noise = torch.randn(len(t), generator=g)
+                spec = torch.fft.rfft(noise)
+                freqs = torch.fft.rfftfreq(len(t), 1 / SR)
+                w = w + 1e-3 * torch.fft.irfft(spec * ((freqs > 6000) & (freqs < 7000)), len(t))
+            waves.append(w)
+            speakers.append(f"v{s}")
+    scores = atypicality(torch.stack(waves), np.asarray(speakers), SR)
+    assert max(scores, key=scores.get) == "v4", scores
+    assert all(np.isfinite(v) and v < 1e3 for v in scores.values()), scores
