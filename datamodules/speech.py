@@ -246,7 +246,9 @@ class SpeechDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        if self.held["val"] in (0, []):  # val_speakers=0 (too few voices to spare one): Lightning skips validation
+            return []
         return self._loader("val", False)
 
     def test_dataloader(self) -> DataLoader:

@@ -129,6 +129,7 @@ class SpeechEvaluation:
         augmenters = {"targeted": TargetedAugmenter(self.profile, sr),
                       "global": TargetedAugmenter(self.profile.as_global(), sr)}
         example_waves: dict[str, Any] = {}
+        fit_acc: list[float] = []
         for seed in self.seeds:
             g = torch.Generator().manual_seed(seed)
             for setting in settings:
@@ -142,6 +143,9 @@ class SpeechEvaluation:
                 all_logits = torch.cat([predict(model, test_feats[grp]) for grp in tests])
                 scores["all"] = classification_scores(all_logits, torch.cat(list(test_labels.values())), len(classes))
                 runs[setting].append(scores)
+                if setting == "none":  # does the classifier fit its own clips? (held-out near chance + this high
+                    # = the voices do not share the task, and no setting can show an effect)
+                    fit_acc.append(classification_scores(predict(model, feats), labels, len(classes))["accuracy"])
             log.info("speech TSTR seed %d done (%.0f s)", seed, time.perf_counter() - t0)
         utility = summarise(runs, classes, focus)
         examples = self._examples(train, example_waves, mel, out_dir)
@@ -152,6 +156,8 @@ class SpeechEvaluation:
                               "synthetic": 0 if synthetic is None else len(synthetic)},
                      "speakers": {"train": sorted(set(map(str, train.speakers))),
                                   **{g: sorted(set(map(str, s.speakers))) for g, s in tests.items()}},
+                     "chance": 1.0 / len(classes),
+                     "train_accuracy_none": mean_ci(fit_acc, bounds=(0.0, 1.0)),
                      "seeds": self.seeds, "copies": self.copies, "classifier": dict(self.classifier),
                      "profile": self.profile.to_dict(), "focus_labels": list(self.profile.focus_labels),
                      "seconds": round(time.perf_counter() - t0, 1)},
@@ -324,6 +330,10 @@ def to_markdown(report: dict) -> str:
         f"{meta['speakers']['atypical']} ({n['real_atypical']} clips). {len(meta['seeds'])} seeds x "
         f"{meta['classifier']['steps']} steps per fit; {meta['copies']} augmented copies per clip; "
         "mean [95% interval].",
+        "",
+        f"Chance = 1/{len(meta['classes'])} = {meta['chance']:.3f}. Without augmentation the classifier fits its own "
+        f"training clips to accuracy {fmt(meta['train_accuracy_none'])}: held-out accuracy near chance with this "
+        "high means the voices do not share the task, and then no setting can show an effect.",
         "",
         "| trained on | typical accuracy | atypical accuracy | focus classes (atypical) |",
         "|---|---|---|---|",

@@ -17,7 +17,7 @@ from train import train
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 # physics experiments (simulated data, no synthetic set written) run in tests/test_simulated.py, speech ones in
 # tests/test_speech_augmenter.py
-IMAGE_EXPERIMENTS = [e for e in EXPERIMENTS if not e.startswith(("flights", "mri_", "xray_", "hedgewars_"))]
+IMAGE_EXPERIMENTS = [e for e in EXPERIMENTS if not e.startswith(("flights", "mri_", "xray_", "hedgewars_", "asterisk_"))]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 QUICK_EVAL = ["evaluation.seeds=[0,1]", "evaluation.classifier.steps=20", "evaluation.kid_subsets=5"]
 

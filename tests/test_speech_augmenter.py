@@ -24,6 +24,7 @@ from speech.mel import LogMel
 SR, N = 8000, 4000  # 0.5 s clips at 8 kHz keep the test in seconds
 TONES = (250.0, 500.0, 1000.0)  # class k is a tone at TONES[k] with a few harmonics
 HEDGEWARS = Path("/usr/share/games/hedgewars/Data/Sounds/voices")
+ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 
 
 def toy_clips(n_per: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -118,23 +119,30 @@ def test_cvae_bad_config_and_batches():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HEDGEWARS.is_dir(), reason="hedgewars-data not installed (make data)")
-def test_hedgewars_recipe_fast_dev_run(tmp_path):
+@pytest.mark.parametrize("experiment,folder,classes", [("hedgewars_cvae", HEDGEWARS, 23),
+                                                       ("asterisk_cvae", ASTERISK, 10)])
+def test_speech_recipe_fast_dev_run(tmp_path, experiment, folder, classes):
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not installed (make data)")
     from train import train
 
-    cfg = compose_cfg("train.yaml", ["experiment=hedgewars_cvae", "++trainer.fast_dev_run=true", "logger=csv",
-                                     "generate.n=46", "evaluation.seeds=[0]", "evaluation.classifier.steps=3",
+    n = 2 * classes
+    cfg = compose_cfg("train.yaml", [f"experiment={experiment}", "++trainer.fast_dev_run=true", "logger=csv",
+                                     f"generate.n={n}", "evaluation.seeds=[0]", "evaluation.classifier.steps=3",
                                      "evaluation.copies=1", "evaluation.examples=1"], tmp_path)
     _, summary = train(cfg)
     out = Path(summary["synthetic"])
     table = pd.read_csv(out / "labels.csv")
-    assert len(table) == 46 and table["label"].nunique() == 23 and all((out / f).is_file() for f in table["file"])
+    assert len(table) == n and table["label"].nunique() == classes and all((out / f).is_file() for f in table["file"])
     manifest = json.loads(Path(summary["manifest"]).read_text())
-    assert manifest["clips"] == 46 and manifest["sample_rate"] == 16000 and len(manifest["output_sha256"]) == 64
+    assert manifest["clips"] == n and manifest["sample_rate"] == 16000 and len(manifest["output_sha256"]) == 64
     report = json.loads(Path(summary["report"]).read_text())
     settings = report["utility"]["settings"]
     assert set(settings) == {"none", "generic", "global", "targeted", "learned"}
     assert 0 <= settings["none"]["atypical"]["accuracy"]["mean"] <= 1
+    assert report["meta"]["chance"] == pytest.approx(1 / classes)
+    assert 0 <= report["meta"]["train_accuracy_none"]["mean"] <= 1
+    assert f"Chance = 1/{classes}" in Path(summary["report_md"]).read_text()
     assert report["meta"]["speakers"]["atypical"] and not set(report["meta"]["speakers"]["atypical"]) & set(
         report["meta"]["speakers"]["train"])
     assert list((tmp_path / "examples").glob("*_original.wav")) and list((tmp_path / "examples").glob("*.png"))
