@@ -31,6 +31,7 @@ APT_DATA += asterisk-core-sounds-es-wav:/usr/share/asterisk/sounds/es_MX_f_Allis
 APT_DATA += asterisk-core-sounds-fr-wav:/usr/share/asterisk/sounds/fr_CA_f_June/digits/0.wav
 APT_DATA += asterisk-core-sounds-it-wav:/usr/share/asterisk/sounds/it_IT_m_Carlo/digits/0.wav
 APT_DATA += asterisk-core-sounds-ru-wav:/usr/share/asterisk/sounds/ru_RU_f_IvrvoiceRU/digits/0.wav
+APT_DATA += asterisk-prompt-it-menardi-wav:/usr/share/asterisk/sounds/it_IT_f_Menardi/digits/0.wav
 data:
 	@missing=""; for entry in $(APT_DATA); do pkg=$${entry%%:*}; file=$${entry#*:}; \
 		[ -e "$$file" ] || missing="$$missing $$pkg"; done; \
