@@ -24,7 +24,7 @@ APT_DATA := dataset-fashion-mnist:$(FASHION)/t10k-labels-idx1-ubyte.gz
 # physics: Colin27 T1 + AAL atlas (MRI sim->real), a real head CT (X-ray DRRs)
 APT_DATA += mricron-data:/usr/share/mricron/templates/aal.nii.gz
 APT_DATA += invesalius-examples:/usr/share/doc/invesalius-examples/examples/Cranium.inv3
-# speech: 15 hedgewars voice packs (phrases), Asterisk digit prompts in 5 voices (en, es, fr, it, ru)
+# speech: 15 hedgewars voice packs (phrases), Asterisk digit prompts in 6 voices (en, es, fr, it x2, ru)
 APT_DATA += hedgewars-data:/usr/share/games/hedgewars/Data/Sounds/voices/Default/Hello.ogg
 APT_DATA += asterisk-core-sounds-en-wav:/usr/share/asterisk/sounds/en_US_f_Allison/digits/0.wav
 APT_DATA += asterisk-core-sounds-es-wav:/usr/share/asterisk/sounds/es_MX_f_Allison/digits/0.wav
