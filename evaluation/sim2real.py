@@ -3,9 +3,11 @@
 slices, (e) simulated plus SDEdit-ed simulated slices; several seeds, 95% intervals, paired effects against (b).
 
     python -m evaluation.sim2real --seeds 0 1 2 --steps 150 --image-size 32 --out bench/results/physics_sim2real.json
-    # one setting more, merged into an earlier result (same seeds, steps and slices; real_few is rerun and must
-    # reproduce the stored Dice, so the paired effects compare like with like):
-    python -m evaluation.sim2real --seeds 0 1 2 --steps 150 --image-size 32 --settings real_few sim_plus_sdedit \
+    # one setting more, merged into an earlier result (same seeds, steps and slices). real_few and sim_only are
+    # rerun and must reproduce the stored per-seed Dice: real_few checks seeds and real data, sim_only the simulator
+    # (a changed simulator changes every simulated batch; real_few alone would not notice):
+    python -m evaluation.sim2real --seeds 0 1 2 --steps 150 --image-size 32 \
+        --settings real_few sim_only sim_plus_sdedit \
         --merge bench/results/physics_sim2real.json --out bench/results/physics_sim2real.json
 
 The refiner of (d) is the ``mri_sim2real_diffusion`` recipe: a conditional diffusion model that takes a simulated
@@ -258,7 +260,8 @@ MATCH_KEYS = ("classes", "train_slices", "test_slices", "steps", "batch_size", "
 def merge(old: dict, new: dict, tol: float = 1e-6) -> dict:
     """``old`` results with ``new``'s settings added or replaced. The runs must share slices, steps and sizes,
     and every setting in both must give the same per-seed Dice (within ``tol``): the check that seeds and data
-    match, so paired effects across the two runs are paired."""
+    match, so paired effects across the two runs are paired. Rerun sim_only as well as real_few: only a setting
+    that draws simulated batches notices a change in the simulator."""
     for k in MATCH_KEYS:
         if old.get(k) != new.get(k):
             raise ConfigError(f"--merge: {k}={new.get(k)!r} in this run but {old.get(k)!r} in the merged file; "
