@@ -251,16 +251,36 @@ def read_synthetic(datamodule, synthetic: str | Path | ImageSet | Pair) -> Pair:
                 raise DataError(f"synthetic={str(path)!r}: multi-label PNG folders are not read back; generate "
                                 "an .npz (generate.output=synthetic.npz) for multi-label data")
             found = FolderSource(str(path)).read()
-            unknown = [c for c in found.classes if c not in datamodule.classes]
+            names = folder_classes(path, found.classes)
+            unknown = [c for c in names if c not in datamodule.classes]
             if unknown:
                 raise DataError(f"synthetic={str(path)!r} has class folders {unknown} that are not classes of the "
                                 f"real data {list(datamodule.classes)}")
             # folders are read in name order; map each to the real data's index of that class name
-            lut = np.asarray([datamodule.classes.index(c) for c in found.classes], dtype=np.int64)
+            lut = np.asarray([datamodule.classes.index(c) for c in names], dtype=np.int64)
             synthetic = ImageSet(found.images, lut[found.labels], list(datamodule.classes), None, found.source)
         else:
             raise DataError(f"synthetic={str(path)!r}: expected an .npz file or a folder of class folders")
     return datamodule.to_tensors(synthetic)
+
+
+def folder_classes(path: Path, folders: list[str]) -> list[str]:
+    """The class name of each class folder: from the folder's ``labels.csv`` (``file,label`` rows, as generate.py
+    writes them; class names that are not safe file names get a changed folder name) when there is one, else the
+    folder name itself."""
+    csv = path / "labels.csv"
+    if not csv.is_file():
+        return list(folders)
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    if not {"file", "label"} <= set(table.columns):
+        raise DataError(f"synthetic={str(path)!r}: labels.csv has columns {list(table.columns)}; expected file, label")
+    named: dict[str, set[str]] = {}
+    for file, label in zip(table["file"], table["label"]):
+        named.setdefault(file.split("/", 1)[0], set()).add(label)
+    mixed = {f: sorted(v) for f, v in named.items() if len(v) > 1}
+    if mixed:
+        raise DataError(f"synthetic={str(path)!r}: labels.csv gives one folder several labels: {mixed}")
+    return [next(iter(named[f])) if f in named else f for f in folders]
 
 
 def _typed(pair: Pair) -> Pair:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import re
 import shutil
 import tempfile
 from importlib import metadata
@@ -70,6 +71,24 @@ def write_images_npz(data, path: str | Path) -> Path:
     return Path(path)
 
 
+UNSAFE_IN_NAMES = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
+
+
+def class_folder_names(classes: list[str]) -> list[str]:
+    """One folder name per class: the class name where it is a safe file name (Fashion-MNIST's "T-shirt/top" is
+    not), else with the unsafe characters replaced by "_" and leading dots dropped (readers skip hidden folders);
+    distinct and never empty.
+
+    ``labels.csv`` keeps the real class names, and the readers map folders back through it."""
+    out: list[str] = []
+    for k, c in enumerate(classes):
+        name = UNSAFE_IN_NAMES.sub("_", str(c)).strip().lstrip(".")
+        if not name or name in out:
+            name = f"{name or 'class'}_{k}"
+        out.append(name)
+    return out
+
+
 def write_images_png(data, path: str | Path) -> Path:
     """``<path>/<class>/<index>.png`` and ``<path>/labels.csv``; built in a temporary folder, then renamed."""
     from PIL import Image
@@ -82,11 +101,12 @@ def write_images_png(data, path: str | Path) -> Path:
     try:
         rows = []
         width = len(str(max(len(data) - 1, 0)))
+        folders = class_folder_names(list(data.classes))
         for i, (img, label) in enumerate(zip(data.images, data.labels)):
             if data.multi_label:
                 folder, label_text = "images", " ".join(str(int(v)) for v in label)
             else:
-                folder = label_text = data.classes[int(label)]
+                folder, label_text = folders[int(label)], data.classes[int(label)]
             name = f"{folder}/{i:0{width}d}.png"
             (tmp / folder).mkdir(exist_ok=True)
             Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(tmp / name)

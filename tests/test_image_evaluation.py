@@ -300,3 +300,34 @@ def test_evaluate_reads_npz_and_png_folders_against_a_datamodule(tmp_path):
     assert ev.to_markdown(from_npz) == to_markdown(from_npz)
     with pytest.raises(DataError, match="expected an .npz file or a folder"):
         ev.evaluate(dm, tmp_path / "nothing.csv", tmp_path / "c")
+
+
+def test_png_folders_of_class_names_that_are_not_file_names(tmp_path):
+    from datamodules.image_set import ImageSet
+    from scarce.generation import class_folder_names, write_images_png
+
+    # Fashion-MNIST's first class is "T-shirt/top"; "a:b" and "a?b" both become "a_b", so one gets its index
+    classes = ["T-shirt/top", "a:b", "a?b", "..", "plain"]
+    assert class_folder_names(classes) == ["T-shirt_top", "a_b", "a_b_2", "class_3", "plain"]
+    images = np.stack([np.full((4, 4, 1), 40 * k, np.uint8) for k in range(5) for _ in range(2)])
+    labels = np.repeat(np.arange(5), 2)
+    out = write_images_png(ImageSet(images, labels, classes), tmp_path / "png")
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(class_folder_names(classes))
+
+    class DM:  # what read_synthetic needs of a datamodule: its class names and its tensor conversion
+        multi_label = False
+
+        def __init__(self):
+            self.classes = list(classes)
+
+        def to_tensors(self, s):
+            return torch.from_numpy(s.images).float(), torch.from_numpy(s.labels)
+
+    x, y = read_synthetic(DM(), out)
+    # every image comes back under its own class, whatever its folder is called
+    assert sorted(y.tolist()) == labels.tolist()
+    for k in range(5):
+        assert torch.all(x[y == k] == 40 * k)
+    (out / "labels.csv").write_text("file,label\nT-shirt_top/0.png,T-shirt/top\nT-shirt_top/1.png,plain\n")
+    with pytest.raises(DataError, match="several labels"):
+        read_synthetic(DM(), out)
