@@ -51,9 +51,13 @@ def train(cfg: DictConfig) -> tuple[float | None, dict]:
         metric_name = cfg.get("optimized_metric")
         metric = trainer.callback_metrics.get(metric_name) if metric_name else None
         if metric_name and metric is None and cfg.get("train", True) and not trainer.fast_dev_run:
-            raise ConfigError(
-                f"optimized_metric={metric_name!r} was not logged; logged metrics: {sorted(trainer.callback_metrics)}"
-            )
+            every = trainer.check_val_every_n_epoch or 1
+            hint = (f" (validation runs every trainer.check_val_every_n_epoch={every} epochs and "
+                    f"trainer.max_epochs={trainer.max_epochs} is fewer: set trainer.check_val_every_n_epoch=1)"
+                    if metric_name.startswith("val/") and trainer.max_epochs is not None and 0 < trainer.max_epochs < every
+                    else "")
+            raise ConfigError(f"optimized_metric={metric_name!r} was not logged; logged metrics: "
+                              f"{sorted(trainer.callback_metrics)}{hint}")
         best = pipeline.best_checkpoint(trainer)
         summary["checkpoint"] = best
         if cfg.get("test"):

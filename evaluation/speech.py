@@ -332,8 +332,9 @@ def to_markdown(report: dict) -> str:
         "mean [95% interval].",
         "",
         f"Chance = 1/{len(meta['classes'])} = {meta['chance']:.3f}. Without augmentation the classifier fits its own "
-        f"training clips to accuracy {fmt(meta['train_accuracy_none'])}: held-out accuracy near chance with this "
-        "high means the voices do not share the task, and then no setting can show an effect.",
+        f"training clips to accuracy {fmt(meta['train_accuracy_none'])}: if that is high while held-out accuracy "
+        "sits near chance, the voices do not share the task and no setting can show an effect; if it is low, the "
+        "classifier is undertrained (more evaluation.classifier.steps).",
         "",
         "| trained on | typical accuracy | atypical accuracy | focus classes (atypical) |",
         "|---|---|---|---|",

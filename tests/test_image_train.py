@@ -12,6 +12,7 @@ from conftest import CONFIG_DIR, compose_cfg
 from sklearn.datasets import load_digits
 
 from datamodules.image_readers import NpzSource
+from scarce.errors import ConfigError
 from train import train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
@@ -119,3 +120,12 @@ def test_generate_and_evaluate_an_image_run(tmp_path):
     png = evaluate_entry.evaluate(compose_cfg("evaluate.yaml", [f"run_dir={run_dir}", "logger=csv",
                                                                 f"synthetic={out}"], tmp_path / "eval_png"))
     assert json.loads(Path(png["report"]).read_text())["meta"]["rows"]["synthetic"] == 12
+
+
+def test_no_validation_before_max_epochs_names_the_setting(tmp_path):
+    # a recipe that validates every 10 epochs, cut to 1 epoch: the checkpoint metric never appears
+    cfg = compose_cfg("train.yaml", ["experiment=digits_diffusion", "trainer.max_epochs=1", "logger=csv",
+                                     "++trainer.check_val_every_n_epoch=10", "++trainer.limit_train_batches=2",
+                                     "generate.enabled=false"], tmp_path)
+    with pytest.raises(ConfigError, match=r"check_val_every_n_epoch=10 epochs and trainer.max_epochs=1 is fewer"):
+        train(cfg)
