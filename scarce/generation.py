@@ -7,11 +7,7 @@ back) or, for any other name, to a folder of class-per-folder PNGs with a ``labe
 from __future__ import annotations
 
 import datetime as dt
-import os
 import platform
-import re
-import shutil
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from scarce.errors import ConfigError
-from scarce.io import TABLE_SUFFIXES, atomic_path, sha256_file, write_json, write_table
+from scarce.io import TABLE_SUFFIXES, atomic_folder, atomic_path, class_folder_names, sha256_file, write_json, write_table
 
 MANIFEST = "manifest.json"
 IMAGE_SUFFIXES = (".npz",)  # anything else (no suffix) is a PNG folder
@@ -71,37 +67,15 @@ def write_images_npz(data, path: str | Path) -> Path:
     return Path(path)
 
 
-UNSAFE_IN_NAMES = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
-
-
-def class_folder_names(classes: list[str]) -> list[str]:
-    """One folder name per class: the class name where it is a safe file name (Fashion-MNIST's "T-shirt/top" is
-    not), else with the unsafe characters replaced by "_" and leading dots dropped (readers skip hidden folders);
-    distinct and never empty.
-
-    ``labels.csv`` keeps the real class names, and the readers map folders back through it."""
-    out: list[str] = []
-    for k, c in enumerate(classes):
-        name = UNSAFE_IN_NAMES.sub("_", str(c)).strip().lstrip(".")
-        if not name or name in out:
-            name = f"{name or 'class'}_{k}"
-        out.append(name)
-    return out
-
-
 def write_images_png(data, path: str | Path) -> Path:
     """``<path>/<class>/<index>.png`` and ``<path>/labels.csv``; built in a temporary folder, then renamed."""
     from PIL import Image
 
     out = Path(path)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"output={str(out)!r} exists and is not empty; choose a new folder (nothing is overwritten)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    folders = class_folder_names(list(data.classes))
+    with atomic_folder(out) as tmp:
         rows = []
         width = len(str(max(len(data) - 1, 0)))
-        folders = class_folder_names(list(data.classes))
         for i, (img, label) in enumerate(zip(data.images, data.labels)):
             if data.multi_label:
                 folder, label_text = "images", " ".join(str(int(v)) for v in label)
@@ -112,13 +86,6 @@ def write_images_png(data, path: str | Path) -> Path:
             Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(tmp / name)
             rows.append((name, label_text))
         pd.DataFrame(rows, columns=["file", "label"]).to_csv(tmp / "labels.csv", index=False)
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

@@ -7,6 +7,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +42,46 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    ``path`` must be new or empty (nothing is overwritten): an interrupted writer leaves no half-filled folder.
+    """
+    out = Path(path)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"output={str(out)!r} exists and is not empty; choose a new folder (nothing is overwritten)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+UNSAFE_IN_NAMES = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
+
+
+def class_folder_names(classes: list[str]) -> list[str]:
+    """One folder name per class: the class name where it is a safe file name (Fashion-MNIST's "T-shirt/top" is
+    not), else with the unsafe characters replaced by "_" and leading dots dropped (readers skip hidden folders);
+    distinct and never empty.
+
+    Writers keep the real class names in ``labels.csv``, and the readers map folders back through it."""
+    out: list[str] = []
+    for k, c in enumerate(classes):
+        name = UNSAFE_IN_NAMES.sub("_", str(c)).strip().lstrip(".")
+        if not name or name in out:
+            name = f"{name or 'class'}_{k}"
+        out.append(name)
+    return out
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

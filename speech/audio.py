@@ -7,8 +7,6 @@ what the learned augmenter generates; ``write_audio_set`` writes one as WAV file
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pandas as pd
 import torch
 
 from scarce.errors import ConfigError, DataError, check_range
+from scarce.io import atomic_folder, class_folder_names
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 LABELS_CSV = "labels.csv"
@@ -130,27 +129,17 @@ def write_audio_set(data: AudioSet, path: str | os.PathLike) -> Path:
     out = Path(path)
     if out.suffix:
         raise ConfigError(f"output={str(out)!r}: audio sets are written to a folder (a path without an extension)")
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"output={str(out)!r} exists and is not empty; choose a new folder (nothing is overwritten)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    folders = class_folder_names(list(data.classes))
+    with atomic_folder(out) as tmp:
         rows = []
         width = len(str(max(len(data) - 1, 0)))
         for i, (wave, label, speaker) in enumerate(zip(data.waves, data.labels, data.speakers)):
-            cls = data.classes[int(label)]
-            name = f"{cls}/{i:0{width}d}.wav"
-            (tmp / cls).mkdir(exist_ok=True)
+            folder, cls = folders[int(label)], data.classes[int(label)]
+            name = f"{folder}/{i:0{width}d}.wav"
+            (tmp / folder).mkdir(exist_ok=True)
             sf.write(str(tmp / name), np.clip(wave, -1, 1), data.sample_rate, subtype="PCM_16")
             rows.append((name, cls, str(speaker)))
         pd.DataFrame(rows, columns=["file", "label", "speaker"]).to_csv(tmp / LABELS_CSV, index=False)
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

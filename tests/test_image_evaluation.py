@@ -304,7 +304,8 @@ def test_evaluate_reads_npz_and_png_folders_against_a_datamodule(tmp_path):
 
 def test_png_folders_of_class_names_that_are_not_file_names(tmp_path):
     from datamodules.image_set import ImageSet
-    from scarce.generation import class_folder_names, write_images_png
+    from scarce.generation import write_images_png
+    from scarce.io import class_folder_names
 
     # Fashion-MNIST's first class is "T-shirt/top"; "a:b" and "a?b" both become "a_b", so one gets its index
     classes = ["T-shirt/top", "a:b", "a?b", "..", "plain"]
