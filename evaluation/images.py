@@ -25,7 +25,7 @@ from datamodules.image_set import ImageSet
 from evaluation.image_features import (FeatureExtractor, TrainedCNNFeatures, classification_scores, fit_small_cnn,
                                        predict, resolve_device)
 from evaluation.image_metrics import KID_SUBSET_SIZE, KID_SUBSETS, fid, kid
-from evaluation.stats import fmt, mean_ci, paired_effect
+from evaluation.stats import checked_seeds, classifier_settings, fmt, mean_ci, paired_effect
 from scarce.errors import ConfigError, DataError, check_range
 from scarce.io import write_json, write_text
 
@@ -61,22 +61,11 @@ class ImageEvaluation:
         device: str = "auto",
         progress: bool = True,
     ):
-        cfg = dict(classifier or {})
-        unknown = sorted(set(cfg) - set(CLASSIFIER_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"evaluation.classifier.{unknown[0]} is not a setting; expected some of "
-                              f"{sorted(CLASSIFIER_DEFAULTS)}")
-        self.classifier = {**CLASSIFIER_DEFAULTS, **cfg}
-        check_range("evaluation.classifier.width", self.classifier["width"], 8, integer=True)
+        self.classifier = classifier_settings(classifier, CLASSIFIER_DEFAULTS)
         if self.classifier["width"] % 8:
             raise ConfigError(f"evaluation.classifier.width={self.classifier['width']} is not allowed; "
                               "expected a multiple of 8")
-        check_range("evaluation.classifier.steps", self.classifier["steps"], 1, integer=True)
-        check_range("evaluation.classifier.lr", self.classifier["lr"], 0.0, low_inclusive=False)
-        check_range("evaluation.classifier.batch_size", self.classifier["batch_size"], 2, integer=True)
-        if len(seeds) < 1:
-            raise ConfigError("evaluation.seeds=[] is not allowed; give at least one seed (3 or more for intervals)")
-        self.seeds = [int(s) for s in seeds]
+        self.seeds = checked_seeds(seeds)
         self.device = resolve_device(device)
         self.features = features if features is not None else TrainedCNNFeatures(**self.classifier, device=device)
         self.max_synthetic = check_range("evaluation.max_synthetic", max_synthetic, 1, integer=True, allow_none=True)

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from evaluation.image_features import classification_scores, fit_small_cnn, predict, resolve_device
-from evaluation.stats import fmt, mean_ci, paired_effect
+from evaluation.stats import checked_seeds, classifier_settings, fmt, mean_ci, paired_effect
 from scarce.errors import ConfigError, DataError, check_range
 from speech.audio import LABELS_CSV, AudioSet, fix_length, read_audio
 from speech.media import log_audio, spectrogram_image, write_wav
@@ -52,20 +52,9 @@ class SpeechEvaluation:
     def __init__(self, profile: Any, classifier: dict | None = None, seeds: list[int] | tuple[int, ...] = (0, 1, 2),
                  copies: int = 2, max_synthetic: int | None = None, examples: int = 3, n_mels: int = 40,
                  hop: int = 320, device: str = "auto", progress: bool = True):
-        cfg = dict(classifier or {})
-        unknown = sorted(set(cfg) - set(CLASSIFIER_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"evaluation.classifier.{unknown[0]} is not a setting; expected some of "
-                              f"{sorted(CLASSIFIER_DEFAULTS)}")
-        self.classifier = {**CLASSIFIER_DEFAULTS, **cfg}
-        check_range("evaluation.classifier.width", self.classifier["width"], 8, integer=True)
-        check_range("evaluation.classifier.steps", self.classifier["steps"], 1, integer=True)
-        check_range("evaluation.classifier.lr", self.classifier["lr"], 0.0, low_inclusive=False)
-        check_range("evaluation.classifier.batch_size", self.classifier["batch_size"], 2, integer=True)
-        if len(seeds) < 1:
-            raise ConfigError("evaluation.seeds=[] is not allowed; give at least one seed (3 or more for intervals)")
+        self.classifier = classifier_settings(classifier, CLASSIFIER_DEFAULTS)
         self.profile = load_profile(profile, "evaluation.profile")
-        self.seeds = [int(s) for s in seeds]
+        self.seeds = checked_seeds(seeds)
         self.copies = check_range("evaluation.copies", copies, 1, integer=True)
         self.max_synthetic = check_range("evaluation.max_synthetic", max_synthetic, 1, integer=True, allow_none=True)
         self.examples = check_range("evaluation.examples", examples, 0, integer=True)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from scarce.errors import ConfigError, check_range
+
 
 def mean_ci(values: Sequence[float], level: float = 0.95, bounds: tuple[float, float] | None = None) -> dict:
     """{"mean", "ci95": [lo, hi], "n", "values"}; the t interval of the mean (n >= 2), clipped to ``bounds``.
@@ -48,3 +50,25 @@ def fmt(stat: dict, digits: int = 3) -> str:
     if lo is None:
         return f"{stat['mean']:.{digits}f}"
     return f"{stat['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def classifier_settings(given: dict | None, defaults: dict) -> dict:
+    """``evaluation.classifier`` over its defaults, checked: known keys only, width >= 8, steps >= 1, lr > 0,
+    batch_size >= 2 (as in every domain's CNN evaluation)."""
+    cfg = dict(given or {})
+    unknown = sorted(set(cfg) - set(defaults))
+    if unknown:
+        raise ConfigError(f"evaluation.classifier.{unknown[0]} is not a setting; expected some of {sorted(defaults)}")
+    out = {**defaults, **cfg}
+    check_range("evaluation.classifier.width", out["width"], 8, integer=True)
+    check_range("evaluation.classifier.steps", out["steps"], 1, integer=True)
+    check_range("evaluation.classifier.lr", out["lr"], 0.0, low_inclusive=False)
+    check_range("evaluation.classifier.batch_size", out["batch_size"], 2, integer=True)
+    return out
+
+
+def checked_seeds(seeds: Sequence[int]) -> list[int]:
+    """``evaluation.seeds`` as ints; at least one."""
+    if len(seeds) < 1:
+        raise ConfigError("evaluation.seeds=[] is not allowed; give at least one seed (3 or more for intervals)")
+    return [int(s) for s in seeds]

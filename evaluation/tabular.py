@@ -30,7 +30,7 @@ from evaluation.fidelity import CATEGORICAL, NUMERIC, _numeric, fidelity_scores
 from evaluation.report import flat_metrics as report_metrics
 from evaluation.report import to_markdown as report_markdown
 from evaluation.report import utility_rows
-from evaluation.stats import mean_ci, paired_effect
+from evaluation.stats import checked_seeds, mean_ci, paired_effect
 from scarce.errors import ConfigError, DataError, bad_choice, check_range, unknown_columns
 from scarce.io import read_table
 
@@ -121,9 +121,7 @@ class TabularEvaluation:
             if learner not in LEARNERS:
                 raise bad_choice("evaluation.learners", learner, LEARNERS)
         self.learners = list(learners)
-        if len(seeds) < 1:
-            raise ConfigError("evaluation.seeds=[] is not allowed; give at least one seed (3 or more for intervals)")
-        self.seeds = [int(s) for s in seeds]
+        self.seeds = checked_seeds(seeds)
         self.max_train_rows = check_range("evaluation.max_train_rows", max_train_rows, 10, integer=True,
                                           allow_none=True)
         self.fidelity_rows = check_range("evaluation.fidelity_rows", fidelity_rows, 10, integer=True)
